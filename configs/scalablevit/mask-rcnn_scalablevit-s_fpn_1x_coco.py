@@ -1,0 +1,37 @@
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['mmscalable.models'], allow_failed_imports=False)
+
+# An ImageNet-1k classifier checkpoint: convert the official one with
+# tools/model_converters/scalablevit2mmscalable.py (see the README).
+pretrained = 'checkpoints/scalablevit-s_in1k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmscalable.ScalableViT',
+        arch='s',
+        drop_path_rate=0.2,
+        out_indices=(0, 1, 2, 3),
+        with_cp=False,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        _delete_=True,
+        type='AdamW',
+        lr=0.0001,
+        betas=(0.9, 0.999),
+        weight_decay=0.05),
+    # No weight decay on norms and the position-encoding convs.
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={'pos_conv': dict(decay_mult=0.)}))
+# Batch 16 = 8 GPUs x 2 images; `--auto-scale-lr` rescales the lr for others.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,7 @@
+_base_ = './upernet_scalablevit-s_8xb2-160k_ade20k-512x512.py'
+
+pretrained = 'checkpoints/scalablevit-b_in1k.pth'
+model = dict(
+    backbone=dict(arch='b', drop_path_rate=0.3, init_cfg=dict(checkpoint=pretrained)),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))

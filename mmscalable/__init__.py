@@ -1,0 +1,20 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""mmscalable: scalable attention backbones for OpenMMLab 2.0."""
+from .version import __version__, version_info
+
+__all__ = ['__version__', 'version_info']
+
+
+def _install_checkpoint_compat():
+    # mmengine 0.10.7 loads its own checkpoints with a bare ``torch.load``,
+    # which torch >= 2.6 refuses (``weights_only=True`` by default). Any entry
+    # point that imports mmscalable (configs' ``custom_imports``, our tools)
+    # gets a loader that reads them; see ``mmscalable.utils.checkpoint``.
+    try:
+        from .utils.checkpoint import register_checkpoint_loaders
+    except ImportError:  # mmengine is absent: only the ops are usable.
+        return
+    register_checkpoint_loaders()
+
+
+_install_checkpoint_compat()

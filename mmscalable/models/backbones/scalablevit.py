@@ -1,0 +1,447 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""ScalableViT (Yang et al., "ScalableViT: Rethinking the Context-oriented
+Generalization of Vision Transformer", ECCV 2022).
+
+The layout follows the released classification code, so that its checkpoints
+load after a key conversion (``mmscalable.models.utils.ckpt_convert``), and
+extends it to dense prediction: multi-scale NCHW outputs, each through its own
+LayerNorm, and arbitrary input sizes.
+"""
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import (constant_init, normal_init,
+                                        trunc_normal_init)
+from torch import Tensor
+
+from mmscalable.registry import MODELS
+from ..layers import InteractiveWindowAttention, ScalableSelfAttention
+from ..utils import (is_official_scalablevit, load_pretrained_backbone,
+                     scalablevit_official_to_mmcls)
+
+
+class PositionEncodingConv(BaseModule):
+    """Conditional position encoding (CPVT's PEG): ``x + dwconv3x3(x)``.
+
+    Args:
+        embed_dims (int): Number of channels.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self, embed_dims: int, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.proj = nn.Conv2d(
+            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+
+    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        B, N, C = x.shape
+        x_map = x.transpose(1, 2).reshape(B, C, *hw_shape)
+        return x + self.proj(x_map).flatten(2).transpose(1, 2)
+
+
+class ScalableViTBlock(BaseModule):
+    """A pre-norm transformer block with IWSA or SSA and an MLP.
+
+    Args:
+        embed_dims (int): Number of channels.
+        num_heads (int): Number of attention heads.
+        attn_type (str): ``'iwsa'`` (interactive window attention) or
+            ``'ssa'`` (scalable self-attention).
+        window_size (int): IWSA window side. Defaults to 7.
+        spatial_ratio (int): SSA r_n. Defaults to 1.
+        channel_ratio (float): SSA r_c. Defaults to 1.
+        shared_kv (bool): SSA in the paper's original form (shared k/v
+            projection). Defaults to False.
+        mlp_ratio (float): Hidden channels of the MLP over ``embed_dims``.
+            Defaults to 4.
+        qkv_bias (bool): Bias in the q/k/v projections. Defaults to True.
+        drop_rate (float): Dropout after the projections. Defaults to 0.
+        attn_drop_rate (float): Dropout on attention weights. Defaults to 0.
+        drop_path_rate (float): Stochastic depth of both branches.
+            Defaults to 0.
+        act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        norm_cfg (dict): Block norms.
+            Defaults to ``dict(type='LN', eps=1e-6)``.
+        with_cp (bool): Recompute the block in backward to save memory.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 attn_type: str,
+                 window_size: int = 7,
+                 spatial_ratio: int = 1,
+                 channel_ratio: float = 1.,
+                 shared_kv: bool = False,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        if attn_type == 'iwsa':
+            self.attn = InteractiveWindowAttention(
+                embed_dims,
+                num_heads,
+                window_size=window_size,
+                qkv_bias=qkv_bias,
+                attn_drop_rate=attn_drop_rate,
+                proj_drop_rate=drop_rate)
+        elif attn_type == 'ssa':
+            self.attn = ScalableSelfAttention(
+                embed_dims,
+                num_heads,
+                spatial_ratio=spatial_ratio,
+                channel_ratio=channel_ratio,
+                qkv_bias=qkv_bias,
+                shared_kv=shared_kv,
+                attn_drop_rate=attn_drop_rate,
+                proj_drop_rate=drop_rate)
+        else:
+            raise ValueError(
+                f"attn_type must be 'iwsa' or 'ssa', got {attn_type!r}")
+        self.drop_path = build_dropout(
+            dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims,
+            feedforward_channels=int(embed_dims * mlp_ratio),
+            num_fcs=2,
+            ffn_drop=drop_rate,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+            act_cfg=act_cfg,
+            add_identity=True)
+
+    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+
+        def _inner_forward(x):
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
+
+
+class ScalableViTStage(BaseModule):
+    """A patch embedding followed by alternating IWSA and SSA blocks.
+
+    Blocks at even indices use IWSA, at odd indices SSA; the position
+    encoding conv follows the first block.
+
+    Args:
+        in_channels (int): Input channels of the patch embedding.
+        embed_dims (int): Channels of the stage.
+        depth (int): Number of blocks.
+        num_heads (int): Attention heads.
+        patch_size (int): Stride of the patch embedding.
+        patch_kernel_size (int): Kernel of the patch embedding.
+        drop_path_rates (Sequence[float]): Stochastic depth per block.
+        norm_cfg (dict): Norm of the patch embedding and the blocks.
+        block_cfg (dict): Other keyword arguments of the blocks.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 depth: int,
+                 num_heads: int,
+                 patch_size: int,
+                 patch_kernel_size: int,
+                 drop_path_rates: Sequence[float],
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 block_cfg: dict = dict(),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels,
+            embed_dims=embed_dims,
+            conv_type='Conv2d',
+            kernel_size=patch_kernel_size,
+            stride=patch_size,
+            padding=patch_kernel_size // 2,
+            norm_cfg=norm_cfg)
+        self.blocks = ModuleList([
+            ScalableViTBlock(
+                embed_dims,
+                num_heads,
+                attn_type='iwsa' if i % 2 == 0 else 'ssa',
+                drop_path_rate=drop_path_rates[i],
+                norm_cfg=norm_cfg,
+                **block_cfg) for i in range(depth)
+        ])
+        self.pos_conv = PositionEncodingConv(embed_dims)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """Map (B, C_in, H, W) to tokens (B, h * w, C) and (h, w)."""
+        x, hw_shape = self.patch_embed(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, hw_shape)
+            if i == 0:
+                x = self.pos_conv(x, hw_shape)
+        return x, hw_shape
+
+
+@MODELS.register_module()
+class ScalableViT(BaseModule):
+    """ScalableViT backbone.
+
+    A four-stage hierarchical transformer whose stages alternate Interactive
+    Window-based Self-Attention (IWSA) and Scalable Self-Attention (SSA).
+
+    Args:
+        arch (str | dict): ``'s'``, ``'b'``, ``'l'`` (or ``'small'``,
+            ``'base'``, ``'large'``), or a dict with keys ``embed_dims``,
+            ``depths``, ``num_heads`` and ``channel_ratios`` (one value per
+            stage). Defaults to ``'s'``.
+        in_channels (int): Input image channels. Defaults to 3.
+        spatial_ratios (Sequence[int]): SSA r_n per stage.
+            Defaults to (8, 4, 2, 1).
+        window_size (int): IWSA window side. Defaults to 7.
+        mlp_ratio (float): MLP hidden ratio. Defaults to 4.
+        qkv_bias (bool): Bias in q/k/v projections. Defaults to True.
+        shared_kv (bool): SSA in the paper's original form (keys and values
+            from one ``Linear(C', 2C')``, output projection from ``C'``), which
+            gives the paper's parameter count for S. The released checkpoints
+            use False. Defaults to False.
+        drop_rate (float): Dropout after projections. Defaults to 0.
+        attn_drop_rate (float): Dropout on attention weights. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, increased linearly over all
+            blocks up to this value. Defaults to 0.1.
+        out_indices (Sequence[int] | int): Stages whose outputs are returned,
+            each normalised by its own LayerNorm, as (B, C_i, H_i, W_i).
+            Defaults to (0, 1, 2, 3).
+        frozen_stages (int): Stages to freeze (parameters fixed, eval mode),
+            with their output norms; -1 freezes none. Defaults to -1.
+        norm_cfg (dict): Norm layers. Defaults to ``dict(type='LN', eps=1e-6)``.
+        act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        with_cp (bool): Gradient checkpointing of every block.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config. ``type='Pretrained'``
+            loads a checkpoint of this backbone, of an mmpretrain classifier
+            (with ``prefix='backbone.'``) or an official ScalableViT
+            checkpoint (converted on the fly). Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': [64, 128, 256, 512],
+                'depths': [2, 2, 20, 2],
+                'num_heads': [2, 4, 8, 16],
+                'channel_ratios': [1.25, 1.25, 1.25, 1],
+            }),
+        **dict.fromkeys(
+            ['b', 'base'], {
+                'embed_dims': [96, 192, 384, 768],
+                'depths': [2, 2, 14, 6],
+                'num_heads': [3, 6, 12, 24],
+                'channel_ratios': [2, 1.25, 1.25, 1],
+            }),
+        **dict.fromkeys(
+            ['l', 'large'], {
+                'embed_dims': [128, 256, 512, 1024],
+                'depths': [2, 6, 12, 4],
+                'num_heads': [4, 8, 16, 32],
+                'channel_ratios': [0.25, 0.5, 1, 1],
+            }),
+    }
+    num_stages = 4
+    # Stride of each stage's patch embedding and its kernel.
+    patch_sizes = (4, 2, 2, 2)
+    patch_kernel_sizes = (7, 3, 3, 3)
+
+    def __init__(self,
+                 arch: Union[str, dict] = 's',
+                 in_channels: int = 3,
+                 spatial_ratios: Sequence[int] = (8, 4, 2, 1),
+                 window_size: int = 7,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 shared_kv: bool = False,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 out_indices: Union[Sequence[int], int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='GELU'),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = list(self.arch_settings['embed_dims'])
+        depths = self.arch_settings['depths']
+        if len(spatial_ratios) != self.num_stages:
+            raise ValueError(f'spatial_ratios needs {self.num_stages} '
+                             f'values, got {list(spatial_ratios)}')
+        self.in_channels = in_channels
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, '
+                             f'{self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+
+        drop_path_rates = torch.linspace(0, drop_path_rate,
+                                         sum(depths)).tolist()
+        self.stages = ModuleList()
+        stage_in_channels = in_channels
+        for i in range(self.num_stages):
+            first = sum(depths[:i])
+            self.stages.append(
+                ScalableViTStage(
+                    in_channels=stage_in_channels,
+                    embed_dims=self.embed_dims[i],
+                    depth=depths[i],
+                    num_heads=self.arch_settings['num_heads'][i],
+                    patch_size=self.patch_sizes[i],
+                    patch_kernel_size=self.patch_kernel_sizes[i],
+                    drop_path_rates=drop_path_rates[first:first + depths[i]],
+                    norm_cfg=norm_cfg,
+                    block_cfg=dict(
+                        window_size=window_size,
+                        spatial_ratio=spatial_ratios[i],
+                        channel_ratio=self.arch_settings['channel_ratios'][i],
+                        shared_kv=shared_kv,
+                        mlp_ratio=mlp_ratio,
+                        qkv_bias=qkv_bias,
+                        drop_rate=drop_rate,
+                        attn_drop_rate=attn_drop_rate,
+                        act_cfg=act_cfg,
+                        with_cp=with_cp)))
+            stage_in_channels = self.embed_dims[i]
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}',
+                            build_norm_layer(norm_cfg, self.embed_dims[i])[1])
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        required = {'embed_dims', 'depths', 'num_heads', 'channel_ratios'}
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'Unknown ScalableViT arch {arch!r}; choose '
+                                 f'from {sorted(set(cls.arch_zoo))} or pass '
+                                 f'a dict with keys {sorted(required)}')
+            return cls.arch_zoo[key]
+        if not isinstance(arch, dict) or not required <= set(arch):
+            raise ValueError(f'A custom ScalableViT arch must be a dict with '
+                             f'keys {sorted(required)}, got {arch!r}')
+        for key in required:
+            if len(arch[key]) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} '
+                                 f'values, got {list(arch[key])}')
+        return arch
+
+    @classmethod
+    def _parse_out_indices(cls, out_indices) -> List[int]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            if not isinstance(index, int) or not (-cls.num_stages <= index <
+                                                  cls.num_stages):
+                raise ValueError(f'out_indices must be stage indices in '
+                                 f'[0, {cls.num_stages}), got {out_indices}')
+            parsed.append(index % cls.num_stages)
+        return sorted(set(parsed))
+
+    def init_weights(self):
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            load_pretrained_backbone(
+                self,
+                self.init_cfg['checkpoint'],
+                prefix=self.init_cfg.get('prefix'),
+                official_converter=scalablevit_official_to_mmcls,
+                is_official=is_official_scalablevit,
+                optional_missing=tuple(f'norm{i}.'
+                                       for i in range(self.num_stages)),
+                logger=MMLogger.get_current_instance())
+            return
+        super().init_weights()
+        if self.init_cfg is None:
+            # The official initialization.
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, val=1.0, bias=0.)
+                elif isinstance(m, nn.Conv2d):
+                    fan_out = (m.kernel_size[0] * m.kernel_size[1] *
+                               m.out_channels // m.groups)
+                    normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
+
+    def _freeze_stages(self):
+        for i in range(max(self.frozen_stages, 0)):
+            frozen = [self.stages[i]]
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+            for module in frozen:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError('ScalableViT expects images of shape (B, C, H, '
+                             f'W), got a tensor of shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'ScalableViT was built for {self.in_channels} '
+                             f'input channels, got {x.shape[1]} (input '
+                             f'shape {tuple(x.shape)})')
+        min_size = math.prod(self.patch_sizes)
+        if min(x.shape[2:]) < min_size:
+            raise ValueError(
+                f'Input of {x.shape[2]}x{x.shape[3]} is smaller than the '
+                f'backbone\'s total stride {min_size}; pad or resize images '
+                f'to at least {min_size}x{min_size}')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Forward.
+
+        Args:
+            x (Tensor): Images of shape (B, in_channels, H, W), any H, W of
+                at least 32.
+
+        Returns:
+            tuple[Tensor]: For each of ``out_indices``, the stage output of
+            shape (B, C_i, ceil(H / s_i), ceil(W / s_i)) (s_i = 4, 8, 16, 32,
+            up to the patch embeddings' rounding).
+        """
+        self._check_input(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            tokens, hw_shape = stage(x)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(tokens)
+                outs.append(
+                    out.transpose(1, 2).reshape(out.shape[0], -1, *hw_shape))
+            if i == self.out_indices[-1]:
+                break
+            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1,
+                                               *hw_shape)
+        return tuple(outs)

@@ -1,0 +1,4 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+from .scalablevit_head import ScalableViTClsHead
+
+__all__ = ['ScalableViTClsHead']

@@ -1,0 +1,285 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""The two attentions of ScalableViT (Yang et al., ECCV 2022).
+
+Both take tokens ``x`` of shape (B, N, C) with ``N = H * W`` in raster order
+and the map size ``hw_shape = (H, W)``, as the attentions of mmseg's MiT do,
+so that any hierarchical backbone can use them.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from mmscalable.ops import window_partition, window_reverse
+from mmscalable.registry import MODELS
+
+
+def _to_map(x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+    """(B, N, C) tokens to a (B, C, H, W) map."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw_shape)
+
+
+def _to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) map to (B, N, C) tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+@MODELS.register_module()
+class ScalableSelfAttention(BaseModule):
+    """Scalable Self-Attention (SSA).
+
+    Keys and values come from a context that is reduced spatially by the
+    factor ``spatial_ratio`` (r_n, a depthwise conv with kernel = stride = r_n)
+    and projected to ``C' = C * channel_ratio`` channels (r_c, a 1x1 conv),
+    followed by LayerNorm and GELU. Queries and keys have ``C'`` channels,
+    values ``C``; the scale is ``(head_dim * r_c) ** -0.5``. With
+    ``spatial_ratio == 1`` it is plain multi-head attention with separate
+    ``q`` and ``kv`` projections, as in the official code.
+
+    Maps whose sides are not multiples of ``r_n`` are padded with zeros on the
+    bottom and right before the reduction, so that every token contributes to
+    the context; sizes that are multiples are computed exactly as officially.
+
+    Args:
+        embed_dims (int): Number of input (and output) channels C.
+        num_heads (int): Number of attention heads.
+        spatial_ratio (int): r_n, the spatial reduction of keys and values.
+            Defaults to 1.
+        channel_ratio (float): r_c, the scale of the query/key channels.
+            Defaults to 1.
+        qkv_bias (bool): Whether the q, k, v projections have a bias.
+            Defaults to True.
+        shared_kv (bool): Use the paper's original form, where keys and
+            values share one ``Linear(C', 2C')`` and the output projection
+            maps ``C'`` to ``C``. The released checkpoints use separate
+            ``k: Linear(C', C')`` and ``v: Linear(C', C)`` (False).
+            Defaults to False.
+        attn_drop_rate (float): Dropout on the attention weights.
+            Defaults to 0.
+        proj_drop_rate (float): Dropout after the output projection.
+            Defaults to 0.
+        norm_cfg (dict): Norm of the reduced context.
+            Defaults to ``dict(type='LN', eps=1e-5)`` (PyTorch's default, as
+            in the official code).
+        act_cfg (dict): Activation of the reduced context.
+            Defaults to ``dict(type='GELU')``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 spatial_ratio: int = 1,
+                 channel_ratio: float = 1.,
+                 qkv_bias: bool = True,
+                 shared_kv: bool = False,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 norm_cfg: dict = dict(type='LN', eps=1e-5),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        if spatial_ratio < 1 or int(spatial_ratio) != spatial_ratio:
+            raise ValueError('spatial_ratio must be a positive integer, got '
+                             f'{spatial_ratio}')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.spatial_ratio = int(spatial_ratio)
+        self.channel_ratio = channel_ratio
+        self.shared_kv = shared_kv
+        self.attn_drop_rate = attn_drop_rate
+        # The official scale uses head_dim * r_c even where int() rounding
+        # makes C' / num_heads differ from it.
+        self.scale = (embed_dims // num_heads * channel_ratio)**-0.5
+
+        if self.spatial_ratio > 1:
+            self.scaled_dims = int(embed_dims * channel_ratio)
+            if self.scaled_dims % num_heads != 0:
+                raise ValueError(
+                    f'embed_dims * channel_ratio ({self.scaled_dims}) must '
+                    f'be divisible by num_heads ({num_heads})')
+            self.q = nn.Linear(embed_dims, self.scaled_dims, bias=qkv_bias)
+            self.spatial_reduction = nn.Conv2d(
+                embed_dims,
+                embed_dims,
+                kernel_size=self.spatial_ratio,
+                stride=self.spatial_ratio,
+                groups=embed_dims)
+            self.channel_projection = nn.Conv2d(
+                embed_dims, self.scaled_dims, kernel_size=1)
+            self.norm = build_norm_layer(norm_cfg, self.scaled_dims)[1]
+            self.act = build_activation_layer(act_cfg)
+            if shared_kv:
+                self.kv = nn.Linear(
+                    self.scaled_dims, 2 * self.scaled_dims, bias=qkv_bias)
+                value_dims = self.scaled_dims
+            else:
+                self.k = nn.Linear(
+                    self.scaled_dims, self.scaled_dims, bias=qkv_bias)
+                self.v = nn.Linear(
+                    self.scaled_dims, embed_dims, bias=qkv_bias)
+                value_dims = embed_dims
+        else:
+            self.scaled_dims = embed_dims
+            self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+            self.kv = nn.Linear(embed_dims, 2 * embed_dims, bias=qkv_bias)
+            value_dims = embed_dims
+        self.value_dims = value_dims
+        self.proj = nn.Linear(value_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def reduce_context(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """Reduce (B, N, C) tokens to the (B, N', C') key/value context."""
+        context = _to_map(x, hw_shape)
+        ratio = self.spatial_ratio
+        pad_h = -hw_shape[0] % ratio
+        pad_w = -hw_shape[1] % ratio
+        if pad_h or pad_w:
+            context = F.pad(context, (0, pad_w, 0, pad_h))
+        context = self.channel_projection(self.spatial_reduction(context))
+        return self.act(self.norm(_to_tokens(context)))
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """(B, N, heads * d) to (B, heads, N, d)."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """Forward.
+
+        Args:
+            x (Tensor): Tokens of shape (B, H * W, C).
+            hw_shape (Sequence[int]): The map size (H, W).
+
+        Returns:
+            Tensor: Tokens of shape (B, H * W, C).
+        """
+        B, N, _ = x.shape
+        query = self._split_heads(self.q(x))
+        context = (
+            self.reduce_context(x, hw_shape) if self.spatial_ratio > 1 else x)
+        if hasattr(self, 'kv'):
+            key, value = self.kv(context).chunk(2, dim=-1)
+        else:
+            key, value = self.k(context), self.v(context)
+        out = F.scaled_dot_product_attention(
+            query,
+            self._split_heads(key),
+            self._split_heads(value),
+            dropout_p=self.attn_drop_rate if self.training else 0.,
+            scale=self.scale)
+        out = out.transpose(1, 2).reshape(B, N, self.value_dims)
+        return self.proj_drop(self.proj(out))
+
+
+@MODELS.register_module()
+class InteractiveWindowAttention(BaseModule):
+    """Interactive Window-based Self-Attention (IWSA).
+
+    Softmax attention inside non-overlapping ``window_size`` windows (no
+    relative position bias, no shift), plus the local interactive module: a
+    depthwise 3x3 conv over the whole value map, added to the attention output
+    before the output projection, which lets neighbouring windows exchange
+    information.
+
+    Maps whose sides are not multiples of the window are padded on the
+    bottom and right after the qkv projection; padded keys are masked, so a
+    token attends exactly to the real tokens of its window.
+
+    Args:
+        embed_dims (int): Number of input (and output) channels.
+        num_heads (int): Number of attention heads.
+        window_size (int): Side of the square windows. Defaults to 7.
+        qkv_bias (bool): Whether the qkv projection has a bias.
+            Defaults to True.
+        attn_drop_rate (float): Dropout on the attention weights.
+            Defaults to 0.
+        proj_drop_rate (float): Dropout after the output projection.
+            Defaults to 0.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 window_size: int = 7,
+                 qkv_bias: bool = True,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        if window_size < 2:
+            raise ValueError(f'window_size must be >= 2, got {window_size}')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.attn_drop_rate = attn_drop_rate
+        self.scale = (embed_dims // num_heads)**-0.5
+        self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
+        self.local_interaction = nn.Conv2d(
+            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def padding_mask(self, hw_shape: Sequence[int],
+                     device: torch.device) -> Optional[Tensor]:
+        """Which keys of each window are real tokens.
+
+        Returns:
+            Tensor | None: None when no window is padded, else a bool tensor
+            of shape (num_windows, 1, 1, window_size ** 2), True where a key
+            may be attended.
+        """
+        ws = self.window_size
+        H, W = hw_shape
+        if H % ws == 0 and W % ws == 0:
+            return None
+        valid = torch.ones(1, H, W, 1, device=device)
+        valid = window_partition(valid, ws)
+        return (valid > 0.5).view(valid.shape[0], 1, 1, ws * ws)
+
+    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """Forward.
+
+        Args:
+            x (Tensor): Tokens of shape (B, H * W, C).
+            hw_shape (Sequence[int]): The map size (H, W).
+
+        Returns:
+            Tensor: Tokens of shape (B, H * W, C).
+        """
+        B, N, C = x.shape
+        H, W = hw_shape
+        ws = self.window_size
+        qkv = self.qkv(x)
+        value_map = _to_map(qkv[..., 2 * C:], hw_shape)
+        local = _to_tokens(self.local_interaction(value_map))
+
+        windows = window_partition(qkv.view(B, H, W, 3 * C), ws)
+        num_windows = windows.shape[0]
+        query, key, value = windows.view(num_windows, ws * ws, 3,
+                                         self.num_heads, -1).permute(
+                                             2, 0, 3, 1, 4).unbind(0)
+        mask = self.padding_mask(hw_shape, x.device)
+        if mask is not None:
+            mask = mask.repeat(B, 1, 1, 1)
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            dropout_p=self.attn_drop_rate if self.training else 0.,
+            scale=self.scale)
+        out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
+        out = window_reverse(out, ws, H, W).view(B, N, C)
+        return self.proj_drop(self.proj(out + local))
+

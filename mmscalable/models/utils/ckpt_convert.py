@@ -1,0 +1,107 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Key conversion between official checkpoints and mmscalable models.
+
+Each family has a table of ``(official_prefix, mmscalable_prefix)`` pairs in
+which ``{i}``, ``{j}`` stand for integer indices. A key is renamed by the
+first pair whose prefix matches it; the rest of the key is kept. The same
+table converts both ways, which keeps the round trip exact and testable.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Pattern, Sequence, Tuple
+
+from torch import Tensor
+
+KeyRules = Sequence[Tuple[str, str]]
+
+# Official ScalableViT (Yangr116/ScalableViT) -> mmpretrain ImageClassifier
+# with a ScalableViT backbone and ScalableViTClsHead.
+SCALABLEVIT_KEY_RULES: KeyRules = (
+    ('patch_embeds.{i}.proj.', 'backbone.stages.{i}.patch_embed.projection.'),
+    ('patch_embeds.{i}.norm.', 'backbone.stages.{i}.patch_embed.norm.'),
+    ('pos_block.{i}.proj.0.', 'backbone.stages.{i}.pos_conv.proj.'),
+    ('stages.{i}.{j}.mlp.fc1.', 'backbone.stages.{i}.blocks.{j}.ffn.layers.0.0.'),
+    ('stages.{i}.{j}.mlp.fc2.', 'backbone.stages.{i}.blocks.{j}.ffn.layers.1.'),
+    ('stages.{i}.{j}.attn.lim_func.',
+     'backbone.stages.{i}.blocks.{j}.attn.local_interaction.'),
+    ('stages.{i}.{j}.attn.reduction.0.',
+     'backbone.stages.{i}.blocks.{j}.attn.spatial_reduction.'),
+    ('stages.{i}.{j}.attn.reduction.1.',
+     'backbone.stages.{i}.blocks.{j}.attn.channel_projection.'),
+    ('stages.{i}.{j}.attn.norm_act.0.',
+     'backbone.stages.{i}.blocks.{j}.attn.norm.'),
+    # norm1, norm2 and attn.{qkv,q,k,v,kv,proj} keep their names.
+    ('stages.{i}.{j}.', 'backbone.stages.{i}.blocks.{j}.'),
+    ('norm.', 'backbone.norm3.'),
+    ('head.0.', 'head.hidden_fc.'),
+    ('head.1.', 'head.hidden_norm.'),
+    ('head.3.', 'head.fc.'),
+    # The released "plain head" variant has a single Linear.
+    ('head.', 'head.fc.'),
+)
+
+
+def _compile(prefix: str) -> Tuple[Pattern, List[str]]:
+    names = re.findall(r'\{(\w+)\}', prefix)
+    pattern = re.escape(prefix)
+    for name in names:
+        pattern = pattern.replace(re.escape('{%s}' % name), r'(\d+)', 1)
+    return re.compile('^' + pattern), names
+
+
+def convert_keys(state_dict: Mapping[str, Tensor],
+                 rules: KeyRules,
+                 reverse: bool = False,
+                 source: str = 'checkpoint') -> Dict[str, Tensor]:
+    """Rename every key of ``state_dict`` by the first matching rule.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): The weights to rename.
+        rules (Sequence[tuple[str, str]]): ``(official, mmscalable)`` prefix
+            pairs.
+        reverse (bool): Convert mmscalable keys to official ones.
+            Defaults to False.
+        source (str): How to name the weights in errors.
+
+    Returns:
+        OrderedDict: The renamed weights (same tensors).
+
+    Raises:
+        KeyError: If a key matches no rule; its name is in the message.
+    """
+    compiled = []
+    for official, ours in rules:
+        src, dst = (ours, official) if reverse else (official, ours)
+        pattern, names = _compile(src)
+        compiled.append((pattern, names, dst))
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        for pattern, names, dst in compiled:
+            match = pattern.match(key)
+            if match:
+                new_prefix = dst.format(**dict(zip(names, match.groups())))
+                converted[new_prefix + key[match.end():]] = value
+                break
+        else:
+            raise KeyError(f'{source}: key {key!r} matches no known '
+                           f'{"mmscalable" if reverse else "official"} '
+                           'key pattern')
+    return converted
+
+
+def scalablevit_official_to_mmcls(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Official ScalableViT weights to an mmpretrain classifier's keys."""
+    return convert_keys(state_dict, SCALABLEVIT_KEY_RULES,
+                        source='ScalableViT checkpoint')
+
+
+def scalablevit_mmcls_to_official(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """mmpretrain classifier keys back to the official ScalableViT keys."""
+    return convert_keys(state_dict, SCALABLEVIT_KEY_RULES, reverse=True,
+                        source='mmscalable ScalableViT checkpoint')
+
+
+def is_official_scalablevit(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith('patch_embeds.') for k in state_dict)

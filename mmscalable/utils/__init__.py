@@ -1,0 +1,1 @@
+# Copyright (c) mmscalable contributors. All rights reserved.

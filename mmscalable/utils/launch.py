@@ -1,0 +1,85 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Config preparation shared by ``tools/train.py`` and ``tools/test.py``.
+
+The tools serve mmdet, mmseg and mmpretrain configs alike; what differs
+between the libraries (the visualization hook's options) is decided by the
+config's ``default_scope``.
+"""
+import os.path as osp
+from typing import Iterator
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+
+def setup_work_dir(cfg: Config, config_path: str, work_dir=None) -> None:
+    """``--work-dir`` first, then the config's, then ``work_dirs/<name>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+
+
+def prepare_launcher(cfg: Config) -> None:
+    """Run distributed jobs over gloo where there is no GPU."""
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+
+
+def _datasets(cfg: Config) -> Iterator[dict]:
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(split) or {}).get('dataset')
+        # Dataset wrappers (RepeatDataset, ConcatDataset...) nest datasets.
+        stack = [dataset]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                yield item
+                stack.append(item.get('dataset'))
+                stack.extend(item.get('datasets') or [])
+
+
+def ensure_config_data(cfg: Config) -> None:
+    """Generate the embedded demo data if the config trains or tests on it."""
+    from mmscalable.datasets.demo_data import DEMO_DIRS, ensure_demo_data
+    roots = set()
+    for dataset in _datasets(cfg):
+        data_root = dataset.get('data_root')
+        if data_root and osp.basename(osp.normpath(data_root)) in DEMO_DIRS:
+            roots.add(osp.dirname(osp.normpath(data_root)) or '.')
+    for root in sorted(roots):
+        ensure_demo_data(root=root)
+
+
+def add_visualization(cfg: Config, show_dir: str) -> None:
+    """Make the test loop paint its predictions into ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise RuntimeError('--show-dir needs a `visualization` hook in '
+                           '`default_hooks` of the config')
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        hook.enable = True
+        hook.out_dir = show_dir
+    elif scope == 'mmseg':
+        hook.draw = True
+        cfg.visualizer.save_dir = show_dir
+    else:  # mmdet
+        hook.draw = True
+        hook.test_out_dir = show_dir
+
+
+def add_dump_results(cfg: Config, out_file: str) -> None:
+    """Also dump the raw predictions to ``out_file`` (a .pkl)."""
+    if not out_file.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file, got {out_file}')
+    dump = ConfigDict(type='DumpResults', out_file_path=out_file)
+    evaluator = cfg.test_evaluator
+    if isinstance(evaluator, (list, tuple)):
+        cfg.test_evaluator = list(evaluator) + [dump]
+    else:
+        cfg.test_evaluator = [evaluator, dump]

@@ -1,0 +1,206 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmscalable.models import (InteractiveWindowAttention, ScalableSelfAttention,
+                               ScalableViT)
+from mmscalable.models.utils import (scalablevit_mmcls_to_official,
+                                     scalablevit_official_to_mmcls)
+
+TINY = dict(
+    embed_dims=[16, 32, 48, 64],
+    depths=[2, 2, 3, 2],
+    num_heads=[1, 2, 3, 4],
+    channel_ratios=[1.25, 0.5, 1, 1])
+
+
+def tiny(**kwargs):
+    kwargs.setdefault('drop_path_rate', 0.)
+    model = ScalableViT(arch=TINY, **kwargs)
+    model.init_weights()
+    return model
+
+
+def num_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize('arch,expected', [('s', 32.00), ('b', 81.88),
+                                           ('l', 109.29)])
+def test_param_counts_with_official_head(arch, expected):
+    backbone = ScalableViT(arch=arch, out_indices=(3, ))
+    dims = backbone.embed_dims[-1]
+    # The official head: Linear(C4, 4096), LayerNorm, GELU, Linear(4096, 1000)
+    head = dims * 4096 + 4096 + 2 * 4096 + 4096 * 1000 + 1000
+    assert round((num_params(backbone) + head) / 1e6, 2) == expected
+
+
+def test_shared_kv_gives_paper_count_for_s():
+    backbone = ScalableViT(arch='s', out_indices=(3, ), shared_kv=True)
+    head = 512 * 4096 + 4096 + 2 * 4096 + 4096 * 1000 + 1000
+    assert round((num_params(backbone) + head) / 1e6, 1) == 32.4
+
+
+@pytest.mark.parametrize('size', [(224, 224), (33, 47), (512, 683)])
+@pytest.mark.parametrize('batch', [1, 2])
+def test_output_shapes(size, batch):
+    model = tiny().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(batch, 3, *size))
+    # Stage 1: conv 7x7 stride 4 pad 3; later stages: conv 3x3 stride 2 pad 1.
+    h, w = (size[0] - 1) // 4 + 1, (size[1] - 1) // 4 + 1
+    expected = []
+    for dims in TINY['embed_dims']:
+        expected.append((batch, dims, h, w))
+        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    assert [tuple(o.shape) for o in outs] == expected
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_small_arch_at_224_and_detection_size():
+    model = ScalableViT(arch='s').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 224, 224))
+    assert [tuple(o.shape) for o in outs] == [(1, 64, 56, 56),
+                                              (1, 128, 28, 28),
+                                              (1, 256, 14, 14),
+                                              (1, 512, 7, 7)]
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 800, 1333))
+    assert [tuple(o.shape[2:]) for o in outs] == [(200, 334), (100, 167),
+                                                  (50, 84), (25, 42)]
+
+
+def test_out_indices_and_classification_mode():
+    model = tiny(out_indices=(1, 3))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64]
+    assert not hasattr(model, 'norm0') and hasattr(model, 'norm3')
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny(out_indices=(0, 1, 2, 3))
+    model.train()
+    outs = model(torch.randn(2, 3, 64, 96))
+    sum(o.square().mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_frozen_stages():
+    model = tiny(frozen_stages=2)
+    model.train()
+    for i in range(2):
+        assert not model.stages[i].training
+        assert all(not p.requires_grad for p in model.stages[i].parameters())
+        assert all(not p.requires_grad
+                   for p in getattr(model, f'norm{i}').parameters())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    assert model.stages[2].training
+
+
+def test_with_cp_matches_without():
+    torch.manual_seed(0)
+    plain = tiny()
+    checkpointed = tiny(with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        model.zero_grad()
+        outs = model(x)
+        sum(o.sum() for o in outs).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        assert torch.allclose(outs[-1], plain(x)[-1], atol=1e-5)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5)
+
+
+def _window_attention_brute_force(attn, x, hw):
+    """IWSA computed token by token over the real tokens of each window."""
+    B, N, C = x.shape
+    H, W = hw
+    ws, heads = attn.window_size, attn.num_heads
+    qkv = attn.qkv(x).view(B, H, W, 3, heads, C // heads)
+    out = torch.zeros(B, H, W, C)
+    for i in range(0, H, ws):
+        for j in range(0, W, ws):
+            win = qkv[:, i:i + ws, j:j + ws].flatten(1, 2)
+            q, k, v = win.permute(2, 0, 3, 1, 4)  # 3 x (B, heads, L, d)
+            w = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)
+            o = (w @ v).transpose(1, 2).flatten(2)
+            out[:, i:i + ws, j:j + ws] = o.view(B, min(ws, H - i),
+                                                min(ws, W - j), C)
+    v_map = qkv[..., 2, :, :].flatten(3).permute(0, 3, 1, 2)
+    local = attn.local_interaction(v_map).flatten(2).transpose(1, 2)
+    return attn.proj(out.view(B, N, C) + local)
+
+
+@pytest.mark.parametrize('hw', [(14, 14), (9, 13), (3, 5)])
+def test_iwsa_padded_windows_attend_only_real_tokens(hw):
+    attn = InteractiveWindowAttention(24, 3, window_size=7).eval()
+    x = torch.randn(2, hw[0] * hw[1], 24)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            attn(x, hw), _window_attention_brute_force(attn, x, hw),
+            rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('hw', [(16, 16), (9, 13), (3, 2)])
+def test_ssa_reduction_on_any_size(hw):
+    attn = ScalableSelfAttention(32, 2, spatial_ratio=4,
+                                 channel_ratio=1.25).eval()
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    out = attn(x, hw)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    # Zero padding to a multiple of r_n: the context equals that of the
+    # explicitly padded map.
+    ph, pw = -hw[0] % 4, -hw[1] % 4
+    x_map = x.transpose(1, 2).reshape(2, 32, *hw)
+    padded = F.pad(x_map, (0, pw, 0, ph))
+    expected = attn.act(attn.norm(attn.channel_projection(
+        attn.spatial_reduction(padded)).flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(attn.reduce_context(x, hw), expected)
+
+
+def test_converter_round_trip():
+    from mmpretrain.models import ImageClassifier  # noqa: F401
+    model = tiny(out_indices=(3, ))
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    official = scalablevit_mmcls_to_official(state)
+    assert 'patch_embeds.0.proj.weight' in official
+    assert 'stages.0.0.attn.lim_func.weight' in official
+    assert 'stages.0.1.attn.reduction.0.weight' in official
+    assert 'pos_block.2.proj.0.bias' in official
+    assert 'norm.weight' in official
+    back = scalablevit_official_to_mmcls(official)
+    assert list(back) == list(state)
+    assert all(back[k] is state[k] for k in state)
+
+
+def test_converter_names_unknown_keys():
+    with pytest.raises(KeyError, match='blocks.0.attn.unknown'):
+        scalablevit_official_to_mmcls({'blocks.0.attn.unknown': torch.ones(1)})
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(arch='xl'), "Unknown ScalableViT arch 'xl'"),
+    (dict(arch=dict(embed_dims=[1, 2])), 'must be a dict with keys'),
+    (dict(arch='s', out_indices=(4, )), 'out_indices'),
+    (dict(arch='s', frozen_stages=7), 'frozen_stages'),
+])
+def test_bad_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ScalableViT(**kwargs)
+
+
+def test_bad_input_errors():
+    model = tiny()
+    with pytest.raises(ValueError, match='3 input channels, got 1'):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='smaller than the backbone'):
+        model(torch.randn(1, 3, 16, 64))
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        model(torch.randn(3, 64, 64))

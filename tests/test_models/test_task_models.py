@@ -1,0 +1,115 @@
+"""The backbone inside mmdet, mmseg and mmpretrain models: loss and predict."""
+import copy
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY = dict(
+    embed_dims=[16, 32, 48, 64],
+    depths=[2, 2, 2, 2],
+    num_heads=[1, 2, 3, 4],
+    channel_ratios=[1, 1, 1, 1])
+
+
+def test_attention_modules_build_from_every_task_registry():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+    for registry in (DET_MODELS, SEG_MODELS, CLS_MODELS):
+        ssa = registry.build(
+            dict(type='mmscalable.ScalableSelfAttention', embed_dims=32,
+                 num_heads=2, spatial_ratio=2, channel_ratio=1.25))
+        iwsa = registry.build(
+            dict(type='mmscalable.InteractiveWindowAttention', embed_dims=32,
+                 num_heads=2))
+        x = torch.randn(1, 64, 32)
+        assert ssa(x, (8, 8)).shape == iwsa(x, (8, 8)).shape == x.shape
+        backbone = registry.build(dict(type='mmscalable.ScalableViT',
+                                       arch=TINY))
+        assert type(backbone).__name__ == 'ScalableViT'
+
+
+def test_mask_rcnn_loss_and_predict():
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    cfg = Config.fromfile(
+        osp.join(ROOT,
+                 'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py'))
+    init_default_scope('mmdet')
+    cfg.model.backbone.arch = copy.deepcopy(TINY)
+    cfg.model.neck.in_channels = TINY['embed_dims']
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    packed = demo_mm_inputs(
+        2, [[3, 96, 128], [3, 80, 100]], num_classes=3, with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    losses = model.loss(**data)
+    total = sum(v.sum() for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.stages[0].patch_embed.projection.weight.grad \
+        is not None
+    model.eval()
+    with torch.no_grad():
+        results = model.predict(**model.data_preprocessor(packed, False))
+    assert len(results) == 2
+    assert 'masks' in results[0].pred_instances
+
+
+def test_upernet_loss_and_predict():
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/demo/upernet_scalablevit-tiny_demo-ade.py'))
+    init_default_scope('mmseg')
+    cfg.model.backbone.arch = copy.deepcopy(TINY)
+    cfg.model.decode_head.in_channels = TINY['embed_dims']
+    cfg.model.auxiliary_head.in_channels = TINY['embed_dims'][2]
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8))
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(0, 4, (1, 128, 128), dtype=torch.long))
+        sample.set_metainfo(dict(img_shape=(128, 128), ori_shape=(128, 128),
+                                 pad_shape=(128, 128)))
+        samples.append(sample)
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples),
+                                   True)
+    losses = model.loss(**data)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.no_grad():
+        results = model.predict(**model.data_preprocessor(
+            dict(inputs=inputs, data_samples=samples), False))
+    assert results[0].pred_sem_seg.data.shape == (1, 128, 128)
+
+
+def test_classifier_loss_and_predict():
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/scalablevit/scalablevit-s_8xb128_in1k.py'))
+    init_default_scope('mmpretrain')
+    cfg.model.backbone.arch = copy.deepcopy(TINY)
+    cfg.model.head.in_channels = 64
+    cfg.model.head.num_classes = 5
+    cfg.model.head.hidden_dims = 32
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    inputs = torch.randn(4, 3, 64, 64)
+    samples = [DataSample().set_gt_label(i % 5) for i in range(4)]
+    losses = model.loss(inputs, samples)
+    assert torch.isfinite(losses['loss'])
+    model.eval()
+    with torch.no_grad():
+        preds = model.predict(inputs)
+    assert preds[0].pred_score.shape == (5, )

@@ -1,0 +1,89 @@
+"""End to end: tools/train.py, tools/test.py and resume on the embedded data."""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DET_CONFIG = osp.join(ROOT,
+                      'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py')
+SEG_CONFIG = osp.join(ROOT, 'configs/demo/upernet_scalablevit-tiny_demo-ade.py')
+DET_SHORT = [
+    'train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=4',
+    'test_dataloader.dataset.indices=4', 'default_hooks.checkpoint.interval=1',
+    'train_cfg.val_interval=1', 'default_hooks.logger.interval=1'
+]
+
+
+def tool(cwd, *args):
+    result = subprocess.run([sys.executable, *args],
+                            cwd=cwd,
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def read_test_metrics(work_dir):
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')),
+                  key=osp.getmtime)
+    with open(logs[-1]) as f:
+        return json.loads(f.read().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mask_rcnn_train_test_and_resume(tmp_path):
+    work_dir = tmp_path / 'work'
+    tool(tmp_path, osp.join(ROOT, 'tools/train.py'), DET_CONFIG, '--work-dir',
+         str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1', *DET_SHORT)
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file()
+    # The demo data was generated where the tool ran.
+    assert (tmp_path / 'data/demo_coco/annotations/instances_train.json'
+            ).is_file()
+
+    # mmengine's own checkpoint (with runner state) loads on torch >= 2.6.
+    test_dir = tmp_path / 'test'
+    out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), DET_CONFIG,
+               str(checkpoint), '--work-dir', str(test_dir), '--out',
+               str(tmp_path / 'preds.pkl'), '--cfg-options', *DET_SHORT)
+    assert 'coco/bbox_mAP' in out
+    metrics = read_test_metrics(test_dir)
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
+    assert (tmp_path / 'preds.pkl').is_file()
+
+    # --resume picks up epoch 1 and trains epoch 2 only.
+    out = tool(tmp_path, osp.join(ROOT, 'tools/train.py'), DET_CONFIG,
+               '--work-dir', str(work_dir), '--resume', '--cfg-options',
+               'train_cfg.max_epochs=2', *DET_SHORT)
+    assert 'resumed epoch: 1' in out
+    resumed = torch.load(work_dir / 'epoch_2.pth', weights_only=False)
+    assert resumed['meta']['epoch'] == 2
+
+
+@pytest.mark.slow
+def test_upernet_train_and_test(tmp_path):
+    short = [
+        'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+        'default_hooks.checkpoint.interval=4',
+        'default_hooks.logger.interval=1', 'val_dataloader.dataset.indices=4',
+        'test_dataloader.dataset.indices=4'
+    ]
+    work_dir = tmp_path / 'work'
+    tool(tmp_path, osp.join(ROOT, 'tools/train.py'), SEG_CONFIG, '--work-dir',
+         str(work_dir), '--cfg-options', *short)
+    checkpoint = work_dir / 'iter_4.pth'
+    assert checkpoint.is_file()
+    out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), SEG_CONFIG,
+               str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+               '--cfg-options', *short)
+    assert 'mIoU' in out
+    # load_from: a new run starting from those weights.
+    tool(tmp_path, osp.join(ROOT, 'tools/train.py'), SEG_CONFIG, '--work-dir',
+         str(tmp_path / 'finetune'), '--cfg-options', *short,
+         f'load_from={checkpoint}')
+    assert (tmp_path / 'finetune' / 'iter_4.pth').is_file()

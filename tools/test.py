@@ -1,0 +1,78 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Evaluate a checkpoint (mmdet, mmseg or mmpretrain config)."""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
+from mmscalable.utils.launch import (add_dump_results, add_visualization,
+                                     ensure_config_data, prepare_launcher,
+                                     setup_work_dir)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump the predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--show-dir',
+        help='directory (inside the work dir) where painted images are saved')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value (xxx=yyy format)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    prepare_launcher(cfg)
+    setup_work_dir(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+    # The weights come from the checkpoint: skip the backbone's pretrained
+    # initialization (its file need not exist on the test machine).
+    backbone = cfg.model.get('backbone')
+    if isinstance(backbone, dict) and isinstance(backbone.get('init_cfg'),
+                                                 dict):
+        backbone.init_cfg = None
+    if args.show_dir:
+        add_visualization(cfg, args.show_dir)
+    if args.out:
+        add_dump_results(cfg, args.out)
+
+    ensure_config_data(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
