@@ -8,6 +8,8 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+import mmscalable  # noqa: F401  (registers the mmscalable:: config prefix)
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
     osp.relpath(p, ROOT)

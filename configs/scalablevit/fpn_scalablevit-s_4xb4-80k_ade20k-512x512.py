@@ -10,6 +10,9 @@ crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
 pretrained = 'checkpoints/scalablevit-s_in1k.pth'
 model = dict(
+    # fpn_r50.py passes a ResNet checkpoint to the backbone; ours comes
+    # through the backbone's init_cfg.
+    pretrained=None,
     data_preprocessor=data_preprocessor,
     backbone=dict(
         _delete_=True,

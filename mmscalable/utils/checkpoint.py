@@ -8,9 +8,10 @@ and scalars, dataset meta), so resume, ``load_from`` and ``tools/test.py``
 fail with an ``UnpicklingError``.
 
 Instead of switching the weights-only guard off globally, the loader below
-lists the globals a checkpoint needs and allows exactly those that come from
-modules that only hold data (numpy, mmengine, torch, the standard containers).
-A checkpoint that needs anything else is refused with an error naming it.
+lists the globals a checkpoint needs and allows them if every one is on an
+explicit list of data-only classes and constructors (numpy arrays, scalars
+and dtypes, mmengine's history buffer, a few containers). A checkpoint that
+needs anything else is refused with an error naming it.
 """
 import importlib
 import io
@@ -22,14 +23,27 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmengine.utils.dl_utils import load_url
 
-# Module prefixes whose classes may be rebuilt from a checkpoint: they
-# describe data (arrays, dtypes, containers, logging buffers) and run no code
-# the checkpoint controls beyond their own ``__setstate__``.
-TRUSTED_MODULE_PREFIXES = ('numpy', 'mmengine.logging', 'mmengine.structures',
-                           'collections', 'torch', '_codecs', 'builtins')
-# Single classes that only hold data: official training scripts save their
-# command-line arguments next to the weights.
-TRUSTED_NAMES = ('argparse.Namespace', )
+TRUSTED_GLOBALS = frozenset({
+    # The runner state mmengine saves next to the weights.
+    'mmengine.logging.history_buffer.HistoryBuffer',
+    'numpy.ndarray',
+    'numpy.dtype',
+    'numpy._core.multiarray._reconstruct',
+    'numpy._core.multiarray.scalar',
+    'numpy.core.multiarray._reconstruct',
+    'numpy.core.multiarray.scalar',
+    # numpy 2 pickles dtype classes as getattr(numpy.dtypes, name); the
+    # classes it reaches must be allowed too (added below).
+    'builtins.getattr',
+    'builtins.set',
+    'builtins.frozenset',
+    'builtins.slice',
+    'builtins.complex',
+    'collections.OrderedDict',
+    'collections.defaultdict',
+    # Official training scripts save their command-line arguments.
+    'argparse.Namespace',
+})
 
 
 def _resolve_global(qualified_name: str) -> Any:
@@ -49,19 +63,25 @@ def _resolve_global(qualified_name: str) -> Any:
     return obj
 
 
-def _trusted_globals(names: Iterable[str], source: str) -> List[Any]:
-    untrusted = [
-        name for name in names
-        if name not in TRUSTED_NAMES and not name.startswith(
-            tuple(p + '.' for p in TRUSTED_MODULE_PREFIXES))
+def _numpy_dtype_classes() -> List[Any]:
+    import numpy as np
+    return [
+        getattr(np.dtypes, name) for name in dir(np.dtypes)
+        if name.endswith('DType')
     ]
+
+
+def _trusted_globals(names: Iterable[str], source: str) -> List[Any]:
+    untrusted = sorted(set(names) - TRUSTED_GLOBALS)
     if untrusted:
         raise pickle.UnpicklingError(
-            f'checkpoint {source} needs objects from outside the trusted '
-            f'modules {TRUSTED_MODULE_PREFIXES}: {sorted(untrusted)}. If you '
-            'trust this file, load it with torch.load(weights_only=False) '
-            'and save its state dict.')
-    return [_resolve_global(name) for name in names]
+            f'checkpoint {source} needs objects that are not known to hold '
+            f'only data: {untrusted}. If you trust this file, load it with '
+            'torch.load(weights_only=False) and save its state dict.')
+    allowed = [_resolve_global(name) for name in names]
+    if any(name.startswith('numpy.') for name in names):
+        allowed += _numpy_dtype_classes()
+    return allowed
 
 
 def safe_torch_load(file: Any,

@@ -46,15 +46,18 @@ def test_mask_rcnn_loss_and_predict():
     packed = demo_mm_inputs(
         2, [[3, 96, 128], [3, 80, 100]], num_classes=3, with_mask=True)
     data = model.data_preprocessor(packed, True)
-    losses = model.loss(**data)
-    total = sum(v.sum() for k, v in losses.items() if 'loss' in k)
+    losses = model(**data, mode='loss')
+    # RPN losses are lists over FPN levels.
+    total = sum(
+        sum(v) if isinstance(v, list) else v for k, v in losses.items()
+        if 'loss' in k)
     assert torch.isfinite(total)
     total.backward()
     assert model.backbone.stages[0].patch_embed.projection.weight.grad \
         is not None
     model.eval()
     with torch.no_grad():
-        results = model.predict(**model.data_preprocessor(packed, False))
+        results = model(**model.data_preprocessor(packed, False), mode='predict')
     assert len(results) == 2
     assert 'masks' in results[0].pred_instances
 
@@ -82,14 +85,16 @@ def test_upernet_loss_and_predict():
         samples.append(sample)
     data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples),
                                    True)
-    losses = model.loss(**data)
+    losses = model(**data, mode='loss')
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total)
     total.backward()
     model.eval()
     with torch.no_grad():
-        results = model.predict(**model.data_preprocessor(
-            dict(inputs=inputs, data_samples=samples), False))
+        results = model(
+            **model.data_preprocessor(
+                dict(inputs=inputs, data_samples=samples), False),
+            mode='predict')
     assert results[0].pred_sem_seg.data.shape == (1, 128, 128)
 
 
