@@ -1,0 +1,259 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Check and time the CUDA kernels of ``mmscalable._ext`` on a GPU machine.
+
+Needs only torch and a GPU (no mmengine / mmcv). Build the extension in place
+first, from the repository root::
+
+    FORCE_CUDA=1 python setup.py build_ext --inplace
+    python tools/misc/check_ops_cuda.py
+
+It checks, for window partition / reverse on CUDA:
+
+1. parity with the float64 reference for float32, float16 and bfloat16
+   (the ops are copies, so the only error allowed is the rounding of the
+   input to that dtype; the output must also equal the reference run in the
+   same dtype bit for bit),
+2. ``torch.autograd.gradcheck`` in float64,
+3. that bad arguments raise an error (not crash the interpreter),
+4. the time of partition + reverse against the pure-PyTorch reference (CUDA
+   events, warm-up, median of 50 runs).
+
+Exits with status 1 if a check fails.
+"""
+import argparse
+import importlib
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import types
+
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+# Largest relative error (vs float64) that the rounding of the input to each
+# dtype can cause: half a unit in the last place, with a margin.
+REL_TOL = {
+    torch.float32: 1e-7,
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3,
+}
+PARITY_SHAPES = [  # (B, H, W, C, window_size)
+    (2, 9, 13, 5, 7),
+    (2, 14, 14, 8, 7),
+    (3, 3, 2, 4, 7),
+    (4, 56, 56, 96, 7),
+    (2, 33, 45, 64, 7),
+]
+# Maps of ScalableViT's stages: the qkv of a 224 classification input, of a
+# 512 x 512 segmentation input (sides not multiples of 7) and of a
+# 800 x 1216 detection input.
+BENCH_SHAPES = [
+    (64, 56, 56, 3 * 96, 7),
+    (64, 28, 28, 3 * 192, 7),
+    (8, 128, 128, 3 * 96, 7),
+    (8, 64, 64, 3 * 192, 7),
+    (2, 200, 304, 3 * 96, 7),
+]
+
+
+def import_ops():
+    """Import mmscalable.ops without running ``mmscalable/__init__.py``.
+
+    An empty package object named ``mmscalable`` whose path is the source
+    folder stands in for the real one, so ``mmscalable.ops`` and
+    ``mmscalable._ext`` are found there while the package's own
+    ``__init__`` (and whatever it may import, e.g. mmengine) never runs.
+
+    Returns:
+        module: ``mmscalable.ops``.
+    """
+    package = types.ModuleType('mmscalable')
+    package.__path__ = [osp.join(REPO_ROOT, 'mmscalable')]
+    sys.modules['mmscalable'] = package
+    return importlib.import_module('mmscalable.ops')
+
+
+def check_parity(ops, ext):
+    """Compare the CUDA kernels with the float64 reference.
+
+    Returns:
+        bool: Whether every case passed.
+    """
+    print('\n== parity on CUDA (max relative error vs float64 reference) ==')
+    print(f"{'shape (B,H,W,C,ws)':<24}{'dtype':<10}{'partition':>12}"
+          f"{'reverse':>12}{'bit-exact':>11}")
+    all_ok = True
+    for shape in PARITY_SHAPES:
+        B, H, W, C, ws = shape
+        x64 = torch.randn(B, H, W, C, dtype=torch.float64, device='cuda')
+        windows64 = ops.window_partition_reference(x64, ws)
+        for dtype, tol in REL_TOL.items():
+            x = x64.to(dtype)
+            windows = ext.window_partition_forward(x, ws)
+            restored = ext.window_reverse_forward(windows, ws, H, W)
+            err_partition = ((windows.double() - windows64).norm() /
+                             windows64.norm()).item()
+            err_reverse = ((restored.double() - x64).norm() /
+                           x64.norm()).item()
+            exact = (
+                torch.equal(windows, ops.window_partition_reference(x, ws))
+                and torch.equal(restored, x))
+            ok = exact and err_partition <= tol and err_reverse <= tol
+            all_ok &= ok
+            print(f'{str(shape):<24}{str(dtype)[6:]:<10}{err_partition:>12.2e}'
+                  f"{err_reverse:>12.2e}{'yes' if exact else 'NO':>11}"
+                  f"{'' if ok else '   <-- FAIL'}")
+    return all_ok
+
+
+def check_error_path():
+    """Make the compiled front raise on bad input, in a child process.
+
+    An extension whose C++ runtime does not match the interpreter's (e.g.
+    built by a compiler wrapper that links libstdc++ statically) passes every
+    numeric check but crashes as soon as it formats an error message; the
+    child process keeps that crash from ending this script.
+
+    Returns:
+        bool: Whether the bad call raised (RuntimeError from TORCH_CHECK).
+    """
+    print('\n== error path (bad window_size, in a child process) ==')
+    code = ('import sys, types, torch\n'
+            'pkg = types.ModuleType("mmscalable")\n'
+            f'pkg.__path__ = [{osp.join(REPO_ROOT, "mmscalable")!r}]\n'
+            'sys.modules["mmscalable"] = pkg\n'
+            'import mmscalable._ext as ext\n'
+            'try:\n'
+            '    ext.window_partition_forward(torch.zeros(1, 2, 2, 1), 0)\n'
+            'except Exception as err:\n'
+            '    print("raised:", str(err).splitlines()[0])\n')
+    child = subprocess.run([sys.executable, '-c', code],
+                           capture_output=True,
+                           text=True)
+    ok = child.returncode == 0 and 'raised:' in child.stdout
+    print(child.stdout.strip() or child.stderr.strip()[-500:])
+    if not ok:
+        print(f'FAIL (exit status {child.returncode}): the extension cannot '
+              'raise errors. A compiler that links libstdc++ statically (a '
+              'wrapper named by CC/CXX) causes this; rebuild with the '
+              'system compiler, e.g. CC=/usr/bin/gcc CXX=/usr/bin/g++.')
+    return ok
+
+
+def check_gradients(ops):
+    """gradcheck of both public functions in float64 on CUDA.
+
+    Returns:
+        bool: Whether both passed.
+    """
+    print('\n== gradcheck (float64, CUDA) ==')
+    all_ok = True
+    for B, H, W, C, ws in [(2, 9, 13, 3, 7), (1, 8, 8, 2, 4)]:
+        x = torch.randn(
+            B, H, W, C, dtype=torch.float64, device='cuda', requires_grad=True)
+        windows = ops.window_partition_reference(x.detach(),
+                                                 ws).requires_grad_()
+        for name, fn, arg in [
+            ('window_partition', lambda t: ops.window_partition(t, ws), x),
+            ('window_reverse', lambda t: ops.window_reverse(t, ws, H, W),
+             windows),
+        ]:
+            try:
+                ok = torch.autograd.gradcheck(fn, (arg, ))
+            except Exception as err:  # gradcheck raises on a mismatch
+                print(f'  {err}')
+                ok = False
+            all_ok &= ok
+            print(f"{name:<18}{str((B, H, W, C, ws)):<20}"
+                  f"{'ok' if ok else 'FAIL'}")
+    return all_ok
+
+
+def time_cuda_ms(fn, warmup, repeats):
+    """Median time of ``fn()`` in milliseconds, measured with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def benchmark(ops, ext, dtypes, warmup, repeats):
+    """Print the time of partition + reverse, kernels vs reference."""
+    print(f'\n== partition + reverse, median of {repeats} runs '
+          f'({warmup} warm-up) ==')
+    print(f"{'shape (B,H,W,C,ws)':<26}{'dtype':<10}{'ext ms':>9}"
+          f"{'ref ms':>9}{'speed-up':>10}{'ext GB/s':>10}")
+    for shape in BENCH_SHAPES:
+        B, H, W, C, ws = shape
+        for dtype in dtypes:
+            x = torch.randn(B, H, W, C, device='cuda', dtype=dtype)
+
+            def run_ext():
+                windows = ext.window_partition_forward(x, ws)
+                return ext.window_reverse_forward(windows, ws, H, W)
+
+            def run_ref():
+                windows = ops.window_partition_reference(x, ws)
+                return ops.window_reverse_reference(windows, ws, H, W)
+
+            ext_ms = time_cuda_ms(run_ext, warmup, repeats)
+            ref_ms = time_cuda_ms(run_ref, warmup, repeats)
+            # Each op reads its input and writes its output once.
+            num_windows = B * -(-H // ws) * -(-W // ws)
+            window_bytes = num_windows * ws * ws * C * x.element_size()
+            map_bytes = x.numel() * x.element_size()
+            gbps = 2 * (window_bytes + map_bytes) / (ext_ms * 1e6)
+            print(f'{str(shape):<26}{str(dtype)[6:]:<10}{ext_ms:>9.3f}'
+                  f'{ref_ms:>9.3f}{ref_ms / ext_ms:>9.2f}x{gbps:>10.0f}')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--repeats', type=int, default=50, help='timed runs per case')
+    parser.add_argument(
+        '--warmup', type=int, default=10, help='untimed runs per case')
+    parser.add_argument(
+        '--skip-bench', action='store_true', help='only check correctness')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if not torch.cuda.is_available():
+        print('No CUDA device visible: nothing to check.')
+        return 1
+    ops = import_ops()
+    info = ops.ext_info()
+    print(f'torch {torch.__version__} (CUDA {torch.version.cuda}), device '
+          f'{torch.cuda.get_device_name()}')
+    print(f'mmscalable._ext: {info}')
+    if not info['cuda']:
+        print('mmscalable._ext is missing or was built without CUDA; run '
+              '`FORCE_CUDA=1 python setup.py build_ext --inplace` first.')
+        return 1
+    ext = ops.load_ext()
+    torch.manual_seed(0)
+    ok = check_parity(ops, ext)
+    ok &= check_gradients(ops)
+    ok &= check_error_path()
+    if not args.skip_bench:
+        benchmark(ops, ext, [torch.float32, torch.float16, torch.bfloat16],
+                  args.warmup, args.repeats)
+    print('\nALL CHECKS PASSED' if ok else '\nSOME CHECKS FAILED')
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
