@@ -4,14 +4,11 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import DictAction
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
 from mmscalable.utils.launch import (add_dump_results, add_visualization,
-                                     ensure_config_data, prepare_launcher,
-                                     setup_work_dir)
+                                     build_runner, load_tool_config)
 
 
 def parse_args():
@@ -48,12 +45,7 @@ def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    prepare_launcher(cfg)
-    setup_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     # The weights come from the checkpoint: skip the backbone's pretrained
     # initialization (its file need not exist on the test machine).
@@ -66,11 +58,7 @@ def main():
     if args.out:
         add_dump_results(cfg, args.out)
 
-    ensure_config_data(cfg)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 

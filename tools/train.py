@@ -4,14 +4,11 @@ import argparse
 import logging
 import os
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.utils.launch import (ensure_config_data, prepare_launcher,
-                                     setup_work_dir)
+from mmscalable.utils.launch import build_runner, load_tool_config
 
 
 def parse_args():
@@ -53,12 +50,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    prepare_launcher(cfg)
-    setup_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_tool_config(args)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -87,11 +79,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
-    ensure_config_data(cfg)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 

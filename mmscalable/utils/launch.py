@@ -12,13 +12,33 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 
-def setup_work_dir(cfg: Config, config_path: str, work_dir=None) -> None:
-    """``--work-dir`` first, then the config's, then ``work_dirs/<name>``."""
-    if work_dir is not None:
-        cfg.work_dir = work_dir
+def load_tool_config(args) -> Config:
+    """The config of a tool's ``args``: launcher, overrides and work dir.
+
+    The work dir is ``--work-dir`` first, then the config's, then
+    ``work_dirs/<config name>``.
+    """
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    prepare_launcher(cfg)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config_path))[0])
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """Generate the demo data the config needs, then build its runner."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    ensure_config_data(cfg)
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
 
 
 def prepare_launcher(cfg: Config) -> None:

@@ -7,7 +7,6 @@ padding: sides must be multiples of 32 * 7 / 4 as in the original). It shares
 no code with mmscalable, so that a converted checkpoint giving equal logits
 checks the key mapping and the model together.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -175,7 +174,8 @@ class OfficialScalableViT(nn.Module):
             nn.Linear(embed_dims[-1], 4096), nn.LayerNorm(4096, eps=1e-6),
             nn.GELU(), nn.Linear(4096, num_classes))
 
-    def forward(self, x):
+    def forward_features(self, x):
+        """Normalised last-stage tokens (B, N, C4), before pooling."""
         B = x.shape[0]
         for i, stage in enumerate(self.stages):
             x, H, W = self.patch_embeds[i](x)
@@ -185,4 +185,7 @@ class OfficialScalableViT(nn.Module):
                     x = self.pos_block[i](x, H, W)
             if i < len(self.stages) - 1:
                 x = x.reshape(B, H, W, -1).permute(0, 3, 1, 2)
-        return self.head(self.norm(x).mean(1))
+        return self.norm(x)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x).mean(1))

@@ -166,7 +166,6 @@ def test_ssa_reduction_on_any_size(hw):
 
 
 def test_converter_round_trip():
-    from mmpretrain.models import ImageClassifier  # noqa: F401
     model = tiny(out_indices=(3, ))
     state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
     official = scalablevit_mmcls_to_official(state)

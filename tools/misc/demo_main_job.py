@@ -55,14 +55,12 @@ def latest_test_metrics(work_dir):
 def untrained_metrics(config, work_dir):
     """Evaluate the freshly initialised model of ``config``."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     import mmscalable  # noqa: F401
-    from mmscalable.utils.launch import ensure_config_data
+    from mmscalable.utils.launch import build_runner
     cfg = Config.fromfile(osp.join(ROOT, config))
     cfg.work_dir = work_dir
-    ensure_config_data(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.model.init_weights()
     return runner.test()
 
