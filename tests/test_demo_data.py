@@ -14,21 +14,25 @@ import pytest
 from mmscalable.datasets import demo_data
 from mmscalable.datasets.demo_data import (DEMO_ADE_CLASSES,
                                            DEMO_ADE_PALETTE,
+                                           DEMO_CLS_CLASSES,
                                            DEMO_COCO_CLASSES,
                                            DEMO_COCO_PALETTE,
                                            ensure_demo_data, make_demo_ade,
-                                           make_demo_coco)
+                                           make_demo_cls, make_demo_coco)
 
 Image = pytest.importorskip('PIL.Image')
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_CONFIG = REPO / 'configs/_base_/datasets/demo_coco_instance.py'
 ADE_CONFIG = REPO / 'configs/_base_/datasets/demo_ade_semantic.py'
+CLS_CONFIG = REPO / 'configs/_base_/datasets/demo_cls.py'
 
 # Small sets keep the tests fast; 6 images are enough for every class to
 # appear (the first shape of image i cycles through the classes).
 COCO_KW = dict(num_train=6, num_val=3, image_size=(96, 112), seed=3)
 ADE_KW = dict(num_train=4, num_val=2, image_size=(128, 128), seed=3)
+# Images per class.
+CLS_KW = dict(num_train=4, num_val=2, image_size=(64, 80), seed=3)
 
 
 @pytest.fixture(scope='module')
@@ -39,6 +43,11 @@ def coco_root(tmp_path_factory):
 @pytest.fixture(scope='module')
 def ade_root(tmp_path_factory):
     return make_demo_ade(str(tmp_path_factory.mktemp('ade')), **ADE_KW)
+
+
+@pytest.fixture(scope='module')
+def cls_root(tmp_path_factory):
+    return make_demo_cls(str(tmp_path_factory.mktemp('cls')), **CLS_KW)
 
 
 def _files(root):
@@ -69,6 +78,7 @@ def _assert_same_sets(root_a, root_b):
 def _small_defaults(monkeypatch):
     monkeypatch.setattr(demo_data, 'DEMO_COCO_DEFAULTS', dict(COCO_KW))
     monkeypatch.setattr(demo_data, 'DEMO_ADE_DEFAULTS', dict(ADE_KW))
+    monkeypatch.setattr(demo_data, 'DEMO_CLS_DEFAULTS', dict(CLS_KW))
 
 
 # ---------------------------------------------------------------------------
@@ -91,6 +101,21 @@ def test_ade_is_deterministic(tmp_path, ade_root):
         osp.join(ade_root, 'annotations/training/000001.png'),
         osp.join(other, 'annotations/training/000001.png'),
         shallow=False)
+
+
+def test_cls_is_deterministic(tmp_path, cls_root):
+    again = make_demo_cls(str(tmp_path / 'again'), **CLS_KW)
+    _assert_same_sets(cls_root, again)
+    other = make_demo_cls(str(tmp_path / 'other'), **dict(CLS_KW, seed=4))
+    assert not np.array_equal(
+        _pixels(osp.join(cls_root, 'train/circle/000001.jpg')),
+        _pixels(osp.join(other, 'train/circle/000001.jpg')))
+    # Growing the set keeps the images already there.
+    more = make_demo_cls(str(tmp_path / 'more'), **dict(CLS_KW, num_train=5))
+    for rel in ('train/square/000001.jpg', 'train/triangle/000004.jpg',
+                'val/circle/000002.jpg'):
+        np.testing.assert_array_equal(
+            _pixels(osp.join(cls_root, rel)), _pixels(osp.join(more, rel)))
 
 
 def test_more_images_keep_the_first_ones(tmp_path, coco_root):
@@ -208,6 +233,60 @@ def test_ade_image_matches_labels(ade_root):
     assert square[0] > square[1] + 80 and square[0] > square[2] + 80  # red
 
 
+def test_cls_layout(cls_root):
+    # Sorted: mmpretrain's CustomDataset numbers the folders alphabetically.
+    assert DEMO_CLS_CLASSES == tuple(sorted(DEMO_CLS_CLASSES))
+    assert set(DEMO_CLS_CLASSES) == set(DEMO_COCO_CLASSES)
+    h, w = CLS_KW['image_size']
+    for split, num in (('train', CLS_KW['num_train']),
+                       ('val', CLS_KW['num_val'])):
+        assert sorted(os.listdir(osp.join(cls_root, split))) == \
+            list(DEMO_CLS_CLASSES)
+        for name in DEMO_CLS_CLASSES:
+            files = sorted(os.listdir(osp.join(cls_root, split, name)))
+            # Balanced: the same images per class.
+            assert files == [f'{i:06d}.jpg' for i in range(1, num + 1)]
+            for file in files:
+                img = _pixels(osp.join(cls_root, split, name, file))
+                assert img.shape == (h, w, 3) and img.dtype == np.uint8
+    assert sorted(os.listdir(cls_root)) == ['train', 'val']
+
+
+def _shape_hue(img):
+    """Median hue (degrees) of the saturated pixels: the shape's colour."""
+    rgb = img.astype(float) / 255
+    high, low = rgb.max(-1), rgb.min(-1)
+    chroma = high - low
+    shape = chroma > 0.3
+    r, g, b = (c[shape] for c in np.moveaxis(rgb, -1, 0))
+    hue = np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b))
+    # The circular median around the circular mean.
+    mean = np.degrees(np.angle(np.exp(1j * np.radians(hue)).mean()))
+    return (mean + np.median((hue - mean + 180) % 360 - 180)) % 360
+
+
+def test_cls_colour_does_not_give_the_class_away(tmp_path):
+    """The class hues overlap: the nearest class hue is often wrong."""
+    num = 30
+    root = make_demo_cls(
+        str(tmp_path / 'cls'), num_train=num, num_val=0, image_size=(64, 64))
+    centres = np.array([demo_data._CLS_HUES[k] for k in DEMO_CLS_CLASSES])
+    hits, offsets = 0, []
+    for label, name in enumerate(DEMO_CLS_CLASSES):
+        for file in sorted(os.listdir(osp.join(root, 'train', name))):
+            hue = _shape_hue(_pixels(osp.join(root, 'train', name, file)))
+            dist = np.abs((hue - centres + 180) % 360 - 180)
+            hits += int(np.argmin(dist) == label)
+            offsets.append((hue - centres[label] + 180) % 360 - 180)
+    accuracy = hits / (num * len(DEMO_CLS_CLASSES))
+    # Better than chance (1/3), far from perfect (about 3/4 expected).
+    assert 0.45 < accuracy < 0.92, accuracy
+    # Images on both sides reach past the midpoint to the neighbouring class
+    # (60 degrees): about a quarter of them are expected there.
+    offsets = np.array(offsets)
+    assert (offsets < -60).sum() >= 5 and (offsets > 60).sum() >= 5, offsets
+
+
 # ---------------------------------------------------------------------------
 # ensure_demo_data and the CLI
 # ---------------------------------------------------------------------------
@@ -216,29 +295,42 @@ def test_ensure_demo_data_caches_and_regenerates(tmp_path, monkeypatch):
     root = str(tmp_path / 'data')
     assert demo_data.is_demo_data_up_to_date(root) == {
         'demo_coco': False,
-        'demo_ade': False
+        'demo_ade': False,
+        'demo_cls': False
     }
     paths = ensure_demo_data(root)
-    assert paths == (osp.join(root, 'demo_coco'), osp.join(root, 'demo_ade'))
+    assert paths == (osp.join(root, 'demo_coco'), osp.join(root, 'demo_ade'),
+                     osp.join(root, 'demo_cls'))
     assert paths.coco.endswith('demo_coco') and paths.ade.endswith('demo_ade')
+    assert paths.cls.endswith('demo_cls')
     assert demo_data.is_demo_data_up_to_date(root) == {
         'demo_coco': True,
-        'demo_ade': True
+        'demo_ade': True,
+        'demo_cls': True
     }
     ann = osp.join(paths.coco, 'annotations/instances_train.json')
     label = osp.join(paths.ade, 'annotations/training/000001.png')
-    stamp = (os.stat(ann).st_ino, os.stat(label).st_ino)
+    image = osp.join(paths.cls, 'train/square/000001.jpg')
+    stamp = (os.stat(ann).st_ino, os.stat(label).st_ino,
+             os.stat(image).st_ino)
 
     # Up to date: nothing is rewritten.
     ensure_demo_data(root)
-    assert (os.stat(ann).st_ino, os.stat(label).st_ino) == stamp
+    assert (os.stat(ann).st_ino, os.stat(label).st_ino,
+            os.stat(image).st_ino) == stamp
 
-    # Other parameters: the stale set is replaced, the current one kept.
+    # Other parameters: the stale set is replaced, the current ones kept.
     monkeypatch.setitem(demo_data.DEMO_COCO_DEFAULTS, 'num_val', 2)
     ensure_demo_data(root)
     assert os.stat(label).st_ino == stamp[1]
+    assert os.stat(image).st_ino == stamp[2]
     with open(osp.join(paths.coco, 'annotations/instances_val.json')) as f:
         assert len(json.load(f)['images']) == 2
+    monkeypatch.setitem(demo_data.DEMO_CLS_DEFAULTS, 'num_val', 1)
+    assert not demo_data.is_demo_data_up_to_date(root)['demo_cls']
+    ensure_demo_data(root)
+    assert os.stat(label).st_ino == stamp[1]
+    assert os.listdir(osp.join(paths.cls, 'val/circle')) == ['000001.jpg']
 
     # force regenerates everything, with the same content.
     with open(label, 'rb') as f:
@@ -249,7 +341,7 @@ def test_ensure_demo_data_caches_and_regenerates(tmp_path, monkeypatch):
         assert f.read() == before
     # No temporary or old copies are left behind.
     assert sorted(n for n in os.listdir(root) if not n.endswith('.lock')) \
-        == ['demo_ade', 'demo_coco']
+        == ['demo_ade', 'demo_cls', 'demo_coco']
 
 
 def test_ensure_demo_data_concurrent(tmp_path, monkeypatch):
@@ -260,7 +352,7 @@ def test_ensure_demo_data_concurrent(tmp_path, monkeypatch):
     assert all(r == results[0] for r in results)
     assert all(demo_data.is_demo_data_up_to_date(root).values())
     assert sorted(n for n in os.listdir(root) if not n.endswith('.lock')) \
-        == ['demo_ade', 'demo_coco']
+        == ['demo_ade', 'demo_cls', 'demo_coco']
 
 
 def test_cli(tmp_path, monkeypatch, capsys):
@@ -283,7 +375,7 @@ def test_cli(tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------
-# Base configs with mmdet / mmseg
+# Base configs with mmdet / mmseg / mmpretrain
 # ---------------------------------------------------------------------------
 def _load_config(path):
     pytest.importorskip('mmengine')
@@ -306,6 +398,13 @@ def test_config_metainfo_matches_generator():
     assert tuple(coco.img_scale) == (size[1], size[0])
     size = demo_data.DEMO_ADE_DEFAULTS['image_size']
     assert tuple(ade.crop_size) == tuple(size)
+    cls = _load_config(CLS_CONFIG)
+    assert tuple(cls.metainfo.classes) == DEMO_CLS_CLASSES
+    assert cls.data_root.rstrip('/').endswith(demo_data.DEMO_CLS_DIR)
+    assert cls.data_preprocessor.num_classes == len(DEMO_CLS_CLASSES)
+    for loader in (cls.train_dataloader, cls.val_dataloader,
+                   cls.test_dataloader):
+        assert loader.dataset.data_root == cls.data_root
 
 
 def _with_root(dataset_cfg, root):
@@ -407,3 +506,31 @@ def test_ade_config_builds_dataset_and_scores_gt(ade_root):
     assert 255 in seen and seen <= {0, 1, 2, 3, 255}
     results = metric.evaluate(len(val))
     assert results['mIoU'] == pytest.approx(100.0), results
+
+
+def test_cls_config_builds_dataset(cls_root):
+    pytest.importorskip('mmpretrain')
+    from mmengine.registry import init_default_scope
+
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    cfg = _load_config(CLS_CONFIG)
+    h, w = CLS_KW['image_size']
+    for loader, num in ((cfg.train_dataloader, CLS_KW['num_train']),
+                        (cfg.val_dataloader, CLS_KW['num_val'])):
+        dataset = DATASETS.build(_with_root(loader.dataset, cls_root))
+        assert len(dataset) == num * len(DEMO_CLS_CLASSES)
+        assert tuple(dataset.metainfo['classes']) == DEMO_CLS_CLASSES
+        labels = [dataset.get_data_info(i)['gt_label']
+                  for i in range(len(dataset))]
+        assert np.bincount(labels).tolist() == [num] * len(DEMO_CLS_CLASSES)
+        for i in (0, len(dataset) - 1):
+            info = dataset.get_data_info(i)
+            # Label k is the folder of class k.
+            folder = osp.basename(osp.dirname(info['img_path']))
+            assert folder == DEMO_CLS_CLASSES[info['gt_label']]
+            item = dataset[i]
+            sample = item['data_samples']
+            assert sample.gt_label.tolist() == [info['gt_label']]
+            assert tuple(item['inputs'].shape) == (3, h, w)
+            assert sample.ori_shape == (h, w)

@@ -12,6 +12,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CONFIG = osp.join(ROOT,
                       'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py')
 SEG_CONFIG = osp.join(ROOT, 'configs/demo/upernet_scalablevit-tiny_demo-ade.py')
+CLS_CONFIG = osp.join(ROOT, 'configs/demo/scalablevit-tiny_demo-cls.py')
 DET_SHORT = [
     'train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=4',
     'test_dataloader.dataset.indices=4', 'default_hooks.checkpoint.interval=1',
@@ -87,3 +88,29 @@ def test_upernet_train_and_test(tmp_path):
          str(tmp_path / 'finetune'), '--cfg-options', *short,
          f'load_from={checkpoint}')
     assert (tmp_path / 'finetune' / 'iter_4.pth').is_file()
+
+
+@pytest.mark.slow
+def test_cls_train_and_test(tmp_path):
+    short = [
+        'train_dataloader.dataset.indices=12',
+        'val_dataloader.dataset.indices=6',
+        'test_dataloader.dataset.indices=6'
+    ]
+    work_dir = tmp_path / 'work'
+    tool(tmp_path, osp.join(ROOT, 'tools/train.py'), CLS_CONFIG, '--work-dir',
+         str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1',
+         'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
+         'default_hooks.logger.interval=1', *short)
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file()
+    # The demo data was generated where the tool ran.
+    assert (tmp_path / 'data/demo_cls/train/square/000001.jpg').is_file()
+
+    test_dir = tmp_path / 'test'
+    out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), CLS_CONFIG,
+               str(checkpoint), '--work-dir', str(test_dir), '--cfg-options',
+               *short)
+    assert 'accuracy/top1' in out
+    metrics = read_test_metrics(test_dir)
+    assert 0 <= metrics['accuracy/top1'] <= 100

@@ -93,7 +93,8 @@ DEMO_COCO_DEFAULTS = dict(
 DEMO_ADE_DEFAULTS = dict(
     num_train=96, num_val=24, image_size=(128, 128), seed=0)
 #: ``num_train`` and ``num_val`` of ``demo_cls`` count images per class.
-DEMO_CLS_DEFAULTS = dict(num_train=60, num_val=15, image_size=(64, 64), seed=0)
+DEMO_CLS_DEFAULTS = dict(
+    num_train=120, num_val=30, image_size=(64, 64), seed=0)
 
 # Relative size (of the shorter image side) of a shape's extent.
 _SIZE_RANGE = (0.15, 0.45)
@@ -510,7 +511,7 @@ def make_demo_ade(root: str,
 _CLS_HUES = dict(circle=0.0, square=120.0, triangle=240.0)
 _CLS_HUE_JITTER = 80.0
 # A single, larger shape than in demo_coco (relative to the image side).
-_CLS_SIZE_RANGE = (0.35, 0.65)
+_CLS_SIZE_RANGE = (0.45, 0.65)
 
 
 def _hsv_to_rgb(hue: float, sat: float, val: float) -> np.ndarray:
@@ -545,8 +546,10 @@ def make_demo_cls(root: str,
 
     Args:
         root (str): Output directory; created if missing.
-        num_train (int): Number of training images per class. Defaults to 60.
-        num_val (int): Number of validation images per class. Defaults to 15.
+        num_train (int): Number of training images per class.
+            Defaults to 120.
+        num_val (int): Number of validation images per class.
+            Defaults to 30.
         image_size (Sequence[int]): (H, W) of the images. Defaults to
             (64, 64).
         seed (int): Seed of the generation. Defaults to 0.

@@ -2,7 +2,8 @@
 # by `mmscalable.datasets.ensure_demo_data()` (tools/train.py and
 # tools/test.py call it for this data root; or run
 # `python tools/misc/make_demo_data.py`).
-# 60 train / 15 val images of 64x64 per class: one circle, square or triangle.
+# 120 train / 30 val images of 64x64 per class: one circle, square or
+# triangle.
 dataset_type = 'CustomDataset'
 data_root = 'data/demo_cls/'
 # Same as mmscalable.datasets.DEMO_CLS_CLASSES. CustomDataset numbers the
