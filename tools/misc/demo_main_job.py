@@ -1,9 +1,10 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """The README's main job on the embedded demo data (CPU, minutes).
 
-For a small ScalableViT Mask R-CNN (mmdet) and a small ScalableViT UperNet
-(mmseg), it
-1. generates the demo data if missing (``data/demo_coco``, ``data/demo_ade``),
+For a small ScalableViT Mask R-CNN (mmdet), UperNet (mmseg) and image
+classifier (mmpretrain), it
+1. generates the demo data if missing (``data/demo_coco``, ``data/demo_ade``,
+   ``data/demo_cls``),
 2. evaluates the untrained model (the baseline),
 3. trains it with ``tools/train.py``,
 4. evaluates the trained checkpoint with ``tools/test.py``,
@@ -32,6 +33,12 @@ JOBS = [
         config='configs/demo/upernet_scalablevit-tiny_demo-ade.py',
         metrics=['mIoU', 'aAcc'],
         margin=20.0),  # mIoU is in percent
+    dict(
+        name='classifier',
+        config='configs/demo/scalablevit-tiny_demo-cls.py',
+        metrics=['accuracy/top1'],
+        # In percent; chance is 33.3 on the three balanced classes.
+        margin=30.0),
 ]
 
 

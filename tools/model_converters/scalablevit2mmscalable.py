@@ -13,33 +13,22 @@ Example:
         scalable_vit_small.pth checkpoints/scalablevit-s_in1k.pth
 """
 import argparse
-import os
-import os.path as osp
-
-import torch
 
 from mmscalable.models.utils import (is_official_scalablevit,
-                                     scalablevit_official_to_mmcls,
-                                     unwrap_state_dict)
-from mmscalable.utils.checkpoint import safe_torch_load
+                                     scalablevit_official_to_mmcls)
+from mmscalable.utils.convert import convert_official_checkpoint
 
 
 def convert(src: str, dst: str) -> dict:
     """Convert ``src`` into ``dst`` and return the converted weights."""
-    checkpoint = safe_torch_load(src, map_location='cpu')
-    state_dict = unwrap_state_dict(checkpoint, src)
-    if not is_official_scalablevit(state_dict):
-        raise ValueError(
-            f'{src} is not an official ScalableViT checkpoint: it has no '
-            f'`patch_embeds.*` keys (first keys: {list(state_dict)[:5]})')
-    converted = scalablevit_official_to_mmcls(state_dict)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save(
-        dict(
-            state_dict=converted,
-            meta=dict(converted_from=osp.basename(src),
-                      converter='scalablevit2mmscalable')), dst)
-    return converted
+    return convert_official_checkpoint(
+        src,
+        dst,
+        family='ScalableViT',
+        is_official=is_official_scalablevit,
+        to_mmcls=scalablevit_official_to_mmcls,
+        marker='patch_embeds.*',
+        converter='scalablevit2mmscalable')
 
 
 def main():

@@ -8,7 +8,7 @@ extends it to dense prediction: multi-scale NCHW outputs, each through its own
 LayerNorm, and arbitrary input sizes.
 """
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -23,28 +23,11 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 from torch import Tensor
 
 from mmscalable.registry import MODELS
-from ..layers import InteractiveWindowAttention, ScalableSelfAttention
-from ..utils import (is_official_scalablevit, load_pretrained_backbone,
-                     scalablevit_official_to_mmcls)
-
-
-class PositionEncodingConv(BaseModule):
-    """Conditional position encoding (CPVT's PEG): ``x + dwconv3x3(x)``.
-
-    Args:
-        embed_dims (int): Number of channels.
-        init_cfg (dict, optional): Initialization config. Defaults to None.
-    """
-
-    def __init__(self, embed_dims: int, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.proj = nn.Conv2d(
-            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
-
-    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
-        B, N, C = x.shape
-        x_map = x.transpose(1, 2).reshape(B, C, *hw_shape)
-        return x + self.proj(x_map).flatten(2).transpose(1, 2)
+from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
+                      ScalableSelfAttention)
+from ..utils import (check_frozen_stages, check_image_input,
+                     is_official_scalablevit, load_pretrained_backbone,
+                     parse_out_indices, scalablevit_official_to_mmcls)
 
 
 class ScalableViTBlock(BaseModule):
@@ -187,7 +170,7 @@ class ScalableViTStage(BaseModule):
                 norm_cfg=norm_cfg,
                 **block_cfg) for i in range(depth)
         ])
-        self.pos_conv = PositionEncodingConv(embed_dims)
+        self.pos_conv = ConvPositionEncoding(embed_dims)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """Map (B, C_in, H, W) to tokens (B, h * w, C) and (h, w)."""
@@ -292,11 +275,9 @@ class ScalableViT(BaseModule):
             raise ValueError(f'spatial_ratios needs {self.num_stages} '
                              f'values, got {list(spatial_ratios)}')
         self.in_channels = in_channels
-        self.out_indices = self._parse_out_indices(out_indices)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, '
-                             f'{self.num_stages}], got {frozen_stages}')
-        self.frozen_stages = frozen_stages
+        self.out_indices = parse_out_indices(out_indices, self.num_stages)
+        self.frozen_stages = check_frozen_stages(frozen_stages,
+                                                 self.num_stages)
 
         drop_path_rates = torch.linspace(0, drop_path_rate,
                                          sum(depths)).tolist()
@@ -351,19 +332,6 @@ class ScalableViT(BaseModule):
                                  f'values, got {list(arch[key])}')
         return arch
 
-    @classmethod
-    def _parse_out_indices(cls, out_indices) -> List[int]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        parsed = []
-        for index in out_indices:
-            if not isinstance(index, int) or not (-cls.num_stages <= index <
-                                                  cls.num_stages):
-                raise ValueError(f'out_indices must be stage indices in '
-                                 f'[0, {cls.num_stages}), got {out_indices}')
-            parsed.append(index % cls.num_stages)
-        return sorted(set(parsed))
-
     def init_weights(self):
         if (isinstance(self.init_cfg, dict)
                 and self.init_cfg.get('type') == 'Pretrained'):
@@ -405,21 +373,6 @@ class ScalableViT(BaseModule):
         self._freeze_stages()
         return self
 
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError('ScalableViT expects images of shape (B, C, H, '
-                             f'W), got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'ScalableViT was built for {self.in_channels} '
-                             f'input channels, got {x.shape[1]} (input '
-                             f'shape {tuple(x.shape)})')
-        min_size = math.prod(self.patch_sizes)
-        if min(x.shape[2:]) < min_size:
-            raise ValueError(
-                f'Input of {x.shape[2]}x{x.shape[3]} is smaller than the '
-                f'backbone\'s total stride {min_size}; pad or resize images '
-                f'to at least {min_size}x{min_size}')
-
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.
 
@@ -432,7 +385,8 @@ class ScalableViT(BaseModule):
             shape (B, C_i, ceil(H / s_i), ceil(W / s_i)) (s_i = 4, 8, 16, 32,
             up to the patch embeddings' rounding).
         """
-        self._check_input(x)
+        check_image_input(x, self.in_channels, math.prod(self.patch_sizes),
+                          type(self).__name__)
         outs = []
         for i, stage in enumerate(self.stages):
             tokens, hw_shape = stage(x)

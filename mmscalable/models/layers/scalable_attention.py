@@ -16,16 +16,7 @@ from torch import Tensor
 
 from mmscalable.ops import window_partition, window_reverse
 from mmscalable.registry import MODELS
-
-
-def _to_map(x: Tensor, hw_shape: Sequence[int]) -> Tensor:
-    """(B, N, C) tokens to a (B, C, H, W) map."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw_shape)
-
-
-def _to_tokens(x: Tensor) -> Tensor:
-    """(B, C, H, W) map to (B, N, C) tokens."""
-    return x.flatten(2).transpose(1, 2)
+from .conv_position_encoding import map_to_tokens, tokens_to_map
 
 
 @MODELS.register_module()
@@ -137,14 +128,14 @@ class ScalableSelfAttention(BaseModule):
 
     def reduce_context(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         """Reduce (B, N, C) tokens to the (B, N', C') key/value context."""
-        context = _to_map(x, hw_shape)
+        context = tokens_to_map(x, hw_shape)
         ratio = self.spatial_ratio
         pad_h = -hw_shape[0] % ratio
         pad_w = -hw_shape[1] % ratio
         if pad_h or pad_w:
             context = F.pad(context, (0, pad_w, 0, pad_h))
         context = self.channel_projection(self.spatial_reduction(context))
-        return self.act(self.norm(_to_tokens(context)))
+        return self.act(self.norm(map_to_tokens(context)))
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """(B, N, heads * d) to (B, heads, N, d)."""
@@ -261,8 +252,8 @@ class InteractiveWindowAttention(BaseModule):
         H, W = hw_shape
         ws = self.window_size
         qkv = self.qkv(x)
-        value_map = _to_map(qkv[..., 2 * C:], hw_shape)
-        local = _to_tokens(self.local_interaction(value_map))
+        value_map = tokens_to_map(qkv[..., 2 * C:], hw_shape)
+        local = map_to_tokens(self.local_interaction(value_map))
 
         windows = window_partition(qkv.view(B, H, W, 3 * C), ws)
         num_windows = windows.shape[0]

@@ -1,12 +1,20 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-from .ckpt_convert import (SCALABLEVIT_KEY_RULES, convert_keys,
+from .backbone_args import (check_frozen_stages, check_image_input,
+                            parse_out_indices)
+from .ckpt_convert import (GROUPMIXFORMER_KEY_RULES, SCALABLEVIT_KEY_RULES,
+                           convert_keys, groupmixformer_mmcls_to_official,
+                           groupmixformer_official_to_mmcls,
+                           is_official_groupmixformer,
                            is_official_scalablevit,
                            scalablevit_mmcls_to_official,
                            scalablevit_official_to_mmcls)
 from .pretrained import load_pretrained_backbone, unwrap_state_dict
 
 __all__ = [
-    'SCALABLEVIT_KEY_RULES', 'convert_keys', 'is_official_scalablevit',
+    'check_frozen_stages', 'check_image_input', 'parse_out_indices',
+    'GROUPMIXFORMER_KEY_RULES', 'SCALABLEVIT_KEY_RULES', 'convert_keys',
+    'groupmixformer_mmcls_to_official', 'groupmixformer_official_to_mmcls',
+    'is_official_groupmixformer', 'is_official_scalablevit',
     'scalablevit_mmcls_to_official', 'scalablevit_official_to_mmcls',
     'load_pretrained_backbone', 'unwrap_state_dict'
 ]

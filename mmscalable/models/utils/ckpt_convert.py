@@ -105,3 +105,63 @@ def scalablevit_mmcls_to_official(
 
 def is_official_scalablevit(state_dict: Mapping[str, Tensor]) -> bool:
     return any(k.startswith('patch_embeds.') for k in state_dict)
+
+
+# Official GroupMixFormer (AILab-CVC/GroupMixFormer) -> mmpretrain
+# ImageClassifier with a GroupMixFormer backbone (final_norm=True) and a
+# LinearClsHead.
+_GMA = 'groupmixformer_backbone.{i}.gma_stage.{j}.'
+_BLOCK = 'backbone.stages.{i}.blocks.{j}.'
+GROUPMIXFORMER_KEY_RULES: KeyRules = (
+    ('conv_stem.proj1.', 'backbone.stem.0.conv.'),
+    ('conv_stem.norm1.', 'backbone.stem.0.bn.'),
+    ('conv_stem.proj2.', 'backbone.stem.1.conv.'),
+    ('conv_stem.norm2.', 'backbone.stem.1.bn.'),
+    ('patch_embed_layers.{i}.proj.conv1.',
+     'backbone.stages.{i}.patch_embed.depthwise_conv.conv.'),
+    ('patch_embed_layers.{i}.proj.pointwise_conv.',
+     'backbone.stages.{i}.patch_embed.pointwise_conv.conv.'),
+    ('patch_embed_layers.{i}.norm.',
+     'backbone.stages.{i}.patch_embed.pointwise_conv.bn.'),
+    (_GMA + 'cpe.proj.', _BLOCK + 'pos_conv.proj.'),
+    (_GMA + 'att.aggregator.norm0.', _BLOCK + 'attn.token_norm.'),
+    *((_GMA + f'att.aggregator.agg{k + 1}.conv1.',
+       _BLOCK + f'attn.proxy_aggregators.{k}.depthwise_conv.conv.')
+      for k in range(3)),
+    *((_GMA + f'att.aggregator.agg{k + 1}.pointwise_conv.',
+       _BLOCK + f'attn.proxy_aggregators.{k}.pointwise_conv.conv.')
+      for k in range(3)),
+    *((_GMA + f'att.aggregator.norm{k + 1}.',
+       _BLOCK + f'attn.proxy_aggregators.{k}.pointwise_conv.bn.')
+      for k in range(3)),
+    (_GMA + 'att.aggregator.agg0.conv.conv1.',
+     _BLOCK + 'attn.local_aggregator.depthwise_conv.conv.'),
+    (_GMA + 'att.aggregator.agg0.conv.pointwise_conv.',
+     _BLOCK + 'attn.local_aggregator.pointwise_conv.conv.'),
+    (_GMA + 'att.aggregator.agg0.norm.', _BLOCK + 'attn.local_norm.'),
+    (_GMA + 'att.crpe.conv_list.', _BLOCK + 'attn.crpe.convs.'),
+    (_GMA + 'att.', _BLOCK + 'attn.'),  # qkv, proj
+    (_GMA + 'mlp.fc1.', _BLOCK + 'ffn.layers.0.0.'),
+    (_GMA + 'mlp.fc2.', _BLOCK + 'ffn.layers.1.'),
+    (_GMA, _BLOCK),  # norm1, norm2
+    ('norm4.', 'backbone.norm3.'),
+    ('head.', 'head.fc.'),
+)
+
+
+def groupmixformer_official_to_mmcls(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Official GroupMixFormer weights to an mmpretrain classifier's keys."""
+    return convert_keys(state_dict, GROUPMIXFORMER_KEY_RULES,
+                        source='GroupMixFormer checkpoint')
+
+
+def groupmixformer_mmcls_to_official(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """mmpretrain classifier keys back to the official GroupMixFormer keys."""
+    return convert_keys(state_dict, GROUPMIXFORMER_KEY_RULES, reverse=True,
+                        source='mmscalable GroupMixFormer checkpoint')
+
+
+def is_official_groupmixformer(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith('conv_stem.') for k in state_dict)

@@ -1,0 +1,422 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""GroupMixFormer (Ge et al., "Advancing Vision Transformers with Group-Mix
+Attention", 2023).
+
+The layout follows the released classification code, so that its checkpoints
+load after a key conversion (``mmscalable.models.utils.ckpt_convert``), and
+extends it to dense prediction: any input size (stage sizes follow the convs'
+ceil division instead of the official token-count assertions), a
+configurable norm (BN on one process, SyncBN on many, from the same weights),
+``out_indices``, ``frozen_stages``, ``norm_eval`` and ``with_cp``.
+"""
+import math
+import warnings
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import (ConvModule, DepthwiseSeparableConvModule,
+                      build_norm_layer)
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule, ModuleList, Sequential
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmscalable.registry import MODELS
+from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
+                      tokens_to_map)
+from ..utils import (check_frozen_stages, check_image_input,
+                     groupmixformer_official_to_mmcls,
+                     is_official_groupmixformer, load_pretrained_backbone,
+                     parse_out_indices)
+
+
+class GroupMixBlock(BaseModule):
+    """A conv position encoding, then pre-norm Group-Mix Attention and MLP.
+
+    Args:
+        embed_dims (int): Number of channels.
+        num_heads (int): Attention heads. Defaults to 8.
+        mlp_ratio (float): Hidden channels of the MLP over ``embed_dims``.
+            Defaults to 4.
+        qkv_bias (bool): Bias in the qkv projection. Defaults to True.
+        drop_rate (float): Dropout after the projections. Defaults to 0.
+        drop_path_rate (float): Stochastic depth of both branches.
+            Defaults to 0.
+        norm_cfg (dict): Norm of the attention's aggregators.
+            Defaults to ``dict(type='BN')``.
+        block_norm_cfg (dict): Pre-norms of the block.
+            Defaults to ``dict(type='LN', eps=1e-6)``.
+        act_cfg (dict): Activation of the aggregators.
+            Defaults to ``dict(type='HSwish')``.
+        ffn_act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        with_cp (bool): Recompute the block in backward to save memory.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int = 8,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 norm_cfg: dict = dict(type='BN'),
+                 block_norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='HSwish'),
+                 ffn_act_cfg: dict = dict(type='GELU'),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.pos_conv = ConvPositionEncoding(embed_dims)
+        self.norm1 = build_norm_layer(block_norm_cfg, embed_dims)[1]
+        self.attn = GroupMixAttention(
+            embed_dims,
+            num_heads,
+            qkv_bias=qkv_bias,
+            proj_drop_rate=drop_rate,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg)
+        self.drop_path = build_dropout(
+            dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(block_norm_cfg, embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims,
+            feedforward_channels=int(embed_dims * mlp_ratio),
+            num_fcs=2,
+            ffn_drop=drop_rate,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+            act_cfg=ffn_act_cfg,
+            add_identity=True)
+
+    def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+
+        def _inner_forward(x):
+            x = self.pos_conv(x, hw_shape)
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
+
+
+class GroupMixStage(BaseModule):
+    """A separable-conv patch embedding followed by Group-Mix blocks.
+
+    Args:
+        in_channels (int): Input channels of the patch embedding.
+        embed_dims (int): Channels of the stage.
+        depth (int): Number of blocks.
+        stride (int): Stride of the patch embedding.
+        mlp_ratio (float): MLP hidden ratio of the blocks.
+        drop_path_rates (Sequence[float]): Stochastic depth per block.
+        norm_cfg (dict): Norm of the patch embedding and the aggregators.
+        act_cfg (dict): Activation of the patch embedding and aggregators.
+        block_cfg (dict): Other keyword arguments of the blocks.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 depth: int,
+                 stride: int,
+                 mlp_ratio: float,
+                 drop_path_rates: Sequence[float],
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='HSwish'),
+                 block_cfg: dict = dict(),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.patch_embed = DepthwiseSeparableConvModule(
+            in_channels,
+            embed_dims,
+            3,
+            stride=stride,
+            padding=1,
+            bias=False,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+            dw_norm_cfg=None,
+            dw_act_cfg=None)
+        self.blocks = ModuleList([
+            GroupMixBlock(
+                embed_dims,
+                mlp_ratio=mlp_ratio,
+                drop_path_rate=drop_path_rates[i],
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg,
+                **block_cfg) for i in range(depth)
+        ])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map (B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride))."""
+        x = self.patch_embed(x)
+        hw_shape = x.shape[2:]
+        tokens = map_to_tokens(x)
+        for block in self.blocks:
+            tokens = block(tokens, hw_shape)
+        return tokens_to_map(tokens, hw_shape)
+
+
+@MODELS.register_module()
+class GroupMixFormer(BaseModule):
+    """GroupMixFormer backbone.
+
+    A conv stem (stride 4) and four stages of Group-Mix Attention blocks with
+    strides 1, 2, 2, 2, so that the stage outputs have strides 4, 8, 16, 32.
+
+    Args:
+        arch (str | dict): ``'m'``, ``'t'``, ``'s'``, ``'b'``, ``'l'`` (or
+            ``'mini'``, ``'tiny'``, ``'small'``, ``'base'``, ``'large'``), or a
+            dict with keys ``embed_dims``, ``depths`` and ``mlp_ratios`` (one
+            value per stage). Defaults to ``'s'``.
+        in_channels (int): Input image channels. Defaults to 3.
+        num_heads (int): Attention heads of every block. Defaults to 8.
+        qkv_bias (bool): Bias in the qkv projections. Defaults to True.
+        drop_rate (float): Dropout after projections. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, increased linearly over all
+            blocks up to this value. Defaults to 0.1.
+        out_indices (Sequence[int] | int): Stages whose outputs (B, C_i, H_i,
+            W_i) are returned. Defaults to (0, 1, 2, 3).
+        final_norm (bool): Normalise the last stage's output with
+            ``norm_cfg``, as the classifier does before pooling (official
+            ``norm4``). Defaults to False.
+        frozen_stages (int): Stages to freeze (parameters fixed, eval mode);
+            the stem is frozen with the first. -1 freezes none.
+            Defaults to -1.
+        norm_eval (bool): Keep the BatchNorms in eval mode (frozen
+            statistics) while training. Defaults to False.
+        norm_cfg (dict): Norm of the stem, patch embeddings and aggregators.
+            The official code uses SyncBN; ``dict(type='BN')`` runs on one
+            process with the same weights. Defaults to ``dict(type='BN')``.
+        block_norm_cfg (dict): Pre-norms of the blocks.
+            Defaults to ``dict(type='LN', eps=1e-6)``.
+        act_cfg (dict): Activation of the convs. Defaults to
+            ``dict(type='HSwish')``.
+        ffn_act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        with_cp (bool): Gradient checkpointing of every block.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config. ``type='Pretrained'``
+            loads a checkpoint of this backbone, of an mmpretrain classifier
+            (with ``prefix='backbone.'``) or an official GroupMixFormer
+            checkpoint (converted on the fly). Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(
+            ['m', 'mini'], {
+                'embed_dims': [40, 80, 160, 160],
+                'depths': [3, 3, 12, 4],
+                'mlp_ratios': [4, 4, 4, 4],
+            }),
+        **dict.fromkeys(
+            ['t', 'tiny'], {
+                'embed_dims': [80, 160, 200, 240],
+                'depths': [4, 4, 12, 4],
+                'mlp_ratios': [4, 4, 4, 4],
+            }),
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': [80, 160, 320, 320],
+                'depths': [2, 4, 12, 4],
+                'mlp_ratios': [4, 4, 4, 4],
+            }),
+        **dict.fromkeys(
+            ['b', 'base'], {
+                'embed_dims': [200, 240, 320, 480],
+                'depths': [8, 8, 12, 8],
+                'mlp_ratios': [2, 2, 4, 4],
+            }),
+        **dict.fromkeys(
+            ['l', 'large'], {
+                'embed_dims': [240, 320, 360, 480],
+                'depths': [8, 10, 30, 10],
+                'mlp_ratios': [4, 4, 2, 2],
+            }),
+    }
+    num_stages = 4
+    stage_strides = (1, 2, 2, 2)
+    # Total stride of the stem.
+    stem_stride = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 's',
+                 in_channels: int = 3,
+                 num_heads: int = 8,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 out_indices: Union[Sequence[int], int] = (0, 1, 2, 3),
+                 final_norm: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 block_norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='HSwish'),
+                 ffn_act_cfg: dict = dict(type='GELU'),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = list(self.arch_settings['embed_dims'])
+        depths = self.arch_settings['depths']
+        self.in_channels = in_channels
+        self.out_indices = parse_out_indices(out_indices, self.num_stages)
+        self.frozen_stages = check_frozen_stages(frozen_stages,
+                                                 self.num_stages)
+        self.final_norm = final_norm
+        self.norm_eval = norm_eval
+
+        stem_dims = self.embed_dims[0]
+        stem_convs = []
+        with warnings.catch_warnings():
+            # The official stem convs have a bias before their BatchNorm;
+            # keep it (the checkpoints have it) without ConvModule's warning.
+            warnings.filterwarnings('ignore', 'Unnecessary conv bias')
+            for conv_in, conv_out in ((in_channels, stem_dims // 2),
+                                      (stem_dims // 2, stem_dims)):
+                stem_convs.append(
+                    ConvModule(
+                        conv_in,
+                        conv_out,
+                        3,
+                        stride=2,
+                        padding=1,
+                        bias=True,
+                        norm_cfg=norm_cfg,
+                        act_cfg=act_cfg))
+        self.stem = Sequential(*stem_convs)
+
+        drop_path_rates = torch.linspace(0, drop_path_rate,
+                                         sum(depths)).tolist()
+        self.stages = ModuleList()
+        stage_in_channels = stem_dims
+        for i in range(self.num_stages):
+            first = sum(depths[:i])
+            self.stages.append(
+                GroupMixStage(
+                    in_channels=stage_in_channels,
+                    embed_dims=self.embed_dims[i],
+                    depth=depths[i],
+                    stride=self.stage_strides[i],
+                    mlp_ratio=self.arch_settings['mlp_ratios'][i],
+                    drop_path_rates=drop_path_rates[first:first + depths[i]],
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg,
+                    block_cfg=dict(
+                        num_heads=num_heads,
+                        qkv_bias=qkv_bias,
+                        drop_rate=drop_rate,
+                        block_norm_cfg=block_norm_cfg,
+                        ffn_act_cfg=ffn_act_cfg,
+                        with_cp=with_cp)))
+            stage_in_channels = self.embed_dims[i]
+        last = self.num_stages - 1
+        if final_norm:
+            self.add_module(f'norm{last}',
+                            build_norm_layer(norm_cfg, self.embed_dims[last])[1])
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        required = {'embed_dims', 'depths', 'mlp_ratios'}
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(
+                    f'Unknown GroupMixFormer arch {arch!r}; choose from '
+                    f'{sorted(set(cls.arch_zoo))} or pass a dict with keys '
+                    f'{sorted(required)}')
+            return cls.arch_zoo[key]
+        if not isinstance(arch, dict) or not required <= set(arch):
+            raise ValueError(f'A custom GroupMixFormer arch must be a dict '
+                             f'with keys {sorted(required)}, got {arch!r}')
+        for key in required:
+            if len(arch[key]) != cls.num_stages:
+                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} '
+                                 f'values, got {list(arch[key])}')
+        return arch
+
+    def init_weights(self):
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            load_pretrained_backbone(
+                self,
+                self.init_cfg['checkpoint'],
+                prefix=self.init_cfg.get('prefix'),
+                official_converter=groupmixformer_official_to_mmcls,
+                is_official=is_official_groupmixformer,
+                optional_missing=(f'norm{self.num_stages - 1}.', ),
+                logger=MMLogger.get_current_instance())
+            return
+        super().init_weights()
+        if self.init_cfg is None:
+            # The official initialization: timm's for Linear and LayerNorm,
+            # PyTorch's defaults for convs and BatchNorm (ConvModule
+            # re-initialises its convs with Kaiming normal; undo that).
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, val=1.0, bias=0.)
+                elif isinstance(m, nn.Conv2d):
+                    m.reset_parameters()
+
+    def _freeze_stages(self):
+        if self.frozen_stages >= 1:
+            self.stem.eval()
+            for param in self.stem.parameters():
+                param.requires_grad = False
+        for i in range(max(self.frozen_stages, 0)):
+            frozen = [self.stages[i]]
+            if i == self.num_stages - 1 and self.final_norm:
+                frozen.append(getattr(self, f'norm{i}'))
+            for module in frozen:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Forward.
+
+        Args:
+            x (Tensor): Images of shape (B, in_channels, H, W), any H, W of
+                at least 32.
+
+        Returns:
+            tuple[Tensor]: For each of ``out_indices``, the stage output of
+            shape (B, C_i, H_i, W_i), with H_i = ceil(H / s_i) for strides
+            s_i = 4, 8, 16, 32 (rounded up at every stride-2 conv).
+        """
+        check_image_input(
+            x, self.in_channels,
+            self.stem_stride * math.prod(self.stage_strides),
+            type(self).__name__)
+        x = self.stem(x)
+        outs = []
+        last = self.num_stages - 1
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(
+                    getattr(self, f'norm{i}')(x) if i == last
+                    and self.final_norm else x)
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)

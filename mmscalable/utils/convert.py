@@ -1,0 +1,52 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Conversion of official checkpoints into mmpretrain classifier checkpoints,
+shared by the scripts in ``tools/model_converters``."""
+import os
+import os.path as osp
+from typing import Callable, Dict, Mapping
+
+import torch
+from torch import Tensor
+
+from mmscalable.models.utils import unwrap_state_dict
+from .checkpoint import safe_torch_load
+
+
+def convert_official_checkpoint(
+        src: str, dst: str, family: str,
+        is_official: Callable[[Mapping[str, Tensor]], bool],
+        to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]],
+        marker: str, converter: str) -> Dict[str, Tensor]:
+    """Convert the official checkpoint ``src`` of ``family`` into ``dst``.
+
+    Args:
+        src (str): Official checkpoint (``{'model': state_dict}`` or a bare
+            state dict).
+        dst (str): Output path; its folder is created.
+        family (str): Model name for messages.
+        is_official (Callable): Tells whether weights are official.
+        to_mmcls (Callable): Renames official keys to classifier keys.
+        marker (str): The key pattern official checkpoints have, for the
+            error message.
+        converter (str): Name recorded in the output's ``meta``.
+
+    Returns:
+        dict: The converted weights.
+
+    Raises:
+        ValueError: If ``src`` is not an official checkpoint of ``family``.
+    """
+    checkpoint = safe_torch_load(src, map_location='cpu')
+    state_dict = unwrap_state_dict(checkpoint, src)
+    if not is_official(state_dict):
+        raise ValueError(
+            f'{src} is not an official {family} checkpoint: it has no '
+            f'`{marker}` keys (first keys: {list(state_dict)[:5]})')
+    converted = to_mmcls(state_dict)
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    torch.save(
+        dict(
+            state_dict=converted,
+            meta=dict(converted_from=osp.basename(src), converter=converter)),
+        dst)
+    return converted

@@ -1,0 +1,222 @@
+import pytest
+import torch
+from mmengine.config import Config
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmscalable.models import GroupMixAttention, GroupMixFormer
+from mmscalable.models.utils import groupmixformer_official_to_mmcls
+
+TINY = dict(embed_dims=[40, 80, 80, 120], depths=[1, 2, 2, 1],
+            mlp_ratios=[4, 4, 2, 2])
+
+
+def tiny(**kwargs):
+    kwargs.setdefault('drop_path_rate', 0.)
+    model = GroupMixFormer(arch=TINY, **kwargs)
+    model.init_weights()
+    return model
+
+
+def num_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+# The released code's counts with its head (BatchNorm on the last map and
+# Linear(C4, 1000)); the paper reports 5.7 / 11.0 / 22.4 / 45.8 / 70.3M.
+@pytest.mark.parametrize('arch,expected', [('m', 5_733_120),
+                                           ('t', 10_949_152),
+                                           ('s', 22_421_320),
+                                           ('b', 45_827_272),
+                                           ('l', 71_833_648)])
+def test_param_counts_with_official_head(arch, expected):
+    backbone = GroupMixFormer(arch=arch, out_indices=(3, ), final_norm=True)
+    dims = backbone.embed_dims[-1]
+    assert num_params(backbone) + dims * 1000 + 1000 == expected
+
+
+def _expected_shapes(batch, size, embed_dims):
+    # Stem: two stride-2 convs; stage 1 stride 1; stages 2-4 stride 2; all
+    # 3x3 with padding 1, so each stride-2 step is a ceil division.
+    h, w = size
+    for _ in range(2):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    shapes = []
+    for i, dims in enumerate(embed_dims):
+        if i > 0:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        shapes.append((batch, dims, h, w))
+    return shapes
+
+
+@pytest.mark.parametrize('size', [(224, 224), (33, 47), (512, 683)])
+@pytest.mark.parametrize('batch', [1, 2])
+def test_output_shapes(size, batch):
+    model = tiny().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(batch, 3, *size))
+    assert [tuple(o.shape) for o in outs] == _expected_shapes(
+        batch, size, TINY['embed_dims'])
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_mini_arch_at_detection_size():
+    model = GroupMixFormer(arch='m').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 800, 1333))
+    assert [tuple(o.shape) for o in outs] == _expected_shapes(
+        1, (800, 1333), [40, 80, 160, 160])
+
+
+def test_out_indices_and_final_norm():
+    model = tiny(out_indices=(1, 3), final_norm=True)
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [80, 120]
+    assert hasattr(model, 'norm3') and not hasattr(model, 'norm1')
+    assert not hasattr(tiny(), 'norm3')
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny(final_norm=True)
+    model.train()
+    outs = model(torch.randn(2, 3, 64, 96))
+    sum(o.square().mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_frozen_stages_and_norm_eval():
+    model = tiny(frozen_stages=2)
+    model.train()
+    assert not model.stem.training
+    assert all(not p.requires_grad for p in model.stem.parameters())
+    for i in range(2):
+        assert not model.stages[i].training
+        assert all(not p.requires_grad for p in model.stages[i].parameters())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    assert model.stages[2].training
+
+    model = tiny(norm_eval=True)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert norms and not any(m.training for m in norms)
+    assert model.stages[3].blocks[0].norm1.training  # LayerNorms train
+
+
+def test_with_cp_matches_without():
+    torch.manual_seed(0)
+    plain = tiny()
+    checkpointed = tiny(with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    # Eval mode: BatchNorm statistics must not change between the runs.
+    plain.eval()
+    checkpointed.eval()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    grads = []
+    for model in (plain, checkpointed):
+        model.zero_grad()
+        outs = model(x)
+        sum(o.sum() for o in outs).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5)
+
+
+def _group_mix_brute_force(attn, x, hw):
+    """GMA with per-token loops over the factorised attention."""
+    B, N, C = x.shape
+    H, W = hw
+    seg = C // 5
+    qkv = attn.qkv(x)
+    maps = [qkv[..., i * C:(i + 1) * C].transpose(1, 2).reshape(B, C, H, W)
+            for i in range(3)]
+    stacked = torch.cat(maps)  # (3B, C, H, W), q then k then v
+    parts = stacked.split(seg, dim=1)
+    mixed = [attn.token_act(attn.token_norm(parts[0]))]
+    mixed += [agg(p) for agg, p in zip(attn.proxy_aggregators, parts[1:4])]
+    mixed = torch.cat(mixed, 1)
+    q_map, k_map, v_map = mixed.split(B)
+    local = torch.cat([p for p in parts[4].split(B)], 1)
+    local = attn.local_aggregator(local).flatten(2).transpose(1, 2)
+    local = attn.local_act(attn.local_norm(local))
+    ch = attn.head_dims
+    conv_v = torch.cat([
+        conv(v) for conv, v in zip(attn.crpe.convs,
+                                   v_map.split(attn.crpe.channel_splits, 1))
+    ], 1)
+    out = torch.zeros(B, N, 4 * seg)
+    for b in range(B):
+        for h in range(attn.num_heads):
+            sl = slice(h * ch, (h + 1) * ch)
+            q = q_map[b, sl].flatten(1).T  # (N, ch)
+            k = k_map[b, sl].flatten(1).T
+            v = v_map[b, sl].flatten(1).T
+            weights = k.softmax(dim=0)  # over tokens, per channel
+            for n in range(N):
+                mixed_v = sum(q[n, c] * (weights[:, c:c + 1] * v).sum(0)
+                              for c in range(ch))
+                out[b, n, sl] = (attn.scale * mixed_v +
+                                 q[n] * conv_v[b, sl].flatten(1)[:, n])
+    return attn.proj(torch.cat([out, local], -1))
+
+
+@pytest.mark.parametrize('hw', [(4, 4), (3, 5)])
+def test_group_mix_attention_matches_brute_force(hw):
+    torch.manual_seed(0)
+    attn = GroupMixAttention(40).eval()
+    x = torch.randn(2, hw[0] * hw[1], 40)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            attn(x, hw), _group_mix_brute_force(attn, x, hw),
+            rtol=1e-4, atol=1e-5)
+
+
+def test_group_mix_attention_is_registered():
+    from mmscalable.registry import MODELS
+    attn = MODELS.build(dict(type='GroupMixAttention', embed_dims=80))
+    assert isinstance(attn, GroupMixAttention)
+    out = attn(torch.randn(1, 12, 80), (3, 4))
+    assert out.shape == (1, 12, 80)
+
+
+def test_sync_bn_config_switch_keeps_weights():
+    """SyncBN (multi-GPU) and BN (one process) share checkpoints."""
+    cfg = Config.fromfile(
+        'configs/groupmixformer/groupmixformer-m_8xb128_in1k.py')
+    assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
+    sync = GroupMixFormer(arch=TINY, norm_cfg=cfg.model.backbone.norm_cfg)
+    plain = GroupMixFormer(arch=TINY, norm_cfg=dict(type='BN'))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.modules())
+    assert not any(
+        isinstance(m, torch.nn.SyncBatchNorm) for m in plain.modules())
+    assert list(sync.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(sync.state_dict())
+
+
+def test_converter_names_unknown_keys():
+    with pytest.raises(KeyError, match='conv_stem.unknown'):
+        groupmixformer_official_to_mmcls({'conv_stem.unknown': torch.ones(1)})
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(arch='xl'), "Unknown GroupMixFormer arch 'xl'"),
+    (dict(arch=dict(embed_dims=[40, 80])), 'must be a dict with keys'),
+    (dict(arch='s', out_indices=(4, )), 'out_indices'),
+    (dict(arch='s', frozen_stages=7), 'frozen_stages'),
+    (dict(arch=dict(TINY, embed_dims=[42, 80, 80, 120])),
+     r'embed_dims \(42\) must be divisible by the number of segments'),
+    (dict(arch='s', num_heads=6), r'covers 8 heads, not num_heads \(6\)'),
+])
+def test_bad_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupMixFormer(**kwargs)
+
+
+def test_bad_input_errors():
+    model = tiny()
+    with pytest.raises(ValueError, match='3 input channels, got 1'):
+        model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='smaller than the backbone'):
+        model(torch.randn(1, 3, 16, 64))
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        model(torch.randn(3, 64, 64))
