@@ -31,16 +31,32 @@ def build_model(cfg):
     return MODELS.build(cfg.model)
 
 
-def test_there_are_configs_for_every_task_and_variant():
+FAMILIES = {
+    # folder: (backbone class, {variant: first-stage channels})
+    'scalablevit': ('ScalableViT', dict(s=64, b=96, l=128)),
+    'groupmixformer': ('GroupMixFormer', dict(m=40, t=80, s=80, b=200,
+                                              l=240)),
+}
+DENSE_PATTERNS = ('mask-rcnn_{}-{}_fpn_1x_coco.py',
+                  'mask-rcnn_{}-{}_fpn_ms-crop-3x_coco.py',
+                  'retinanet_{}-{}_fpn_1x_coco.py',
+                  'upernet_{}-{}_8xb2-160k_ade20k-512x512.py',
+                  'fpn_{}-{}_4xb4-80k_ade20k-512x512.py')
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_there_are_configs_for_every_task_and_variant(family):
     names = {osp.basename(p) for p in CONFIGS}
-    for v in 'sbl':
-        for pattern in ('mask-rcnn_scalablevit-{}_fpn_1x_coco.py',
-                        'mask-rcnn_scalablevit-{}_fpn_ms-crop-3x_coco.py',
-                        'retinanet_scalablevit-{}_fpn_1x_coco.py',
-                        'upernet_scalablevit-{}_8xb2-160k_ade20k-512x512.py',
-                        'fpn_scalablevit-{}_4xb4-80k_ade20k-512x512.py',
-                        'scalablevit-{}_8xb128_in1k.py'):
-            assert pattern.format(v) in names
+    variants = FAMILIES[family][1]
+    for v in variants:
+        assert f'{family}-{v}_8xb128_in1k.py' in names
+        # GroupMixFormer-M is a classification model only.
+        if family == 'groupmixformer' and v == 'm':
+            continue
+        for pattern in DENSE_PATTERNS:
+            assert pattern.format(family, v) in names
+    if family == 'groupmixformer':
+        assert 'groupmixformer-l_8xb128_in1k-384px.py' in names
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -50,11 +66,17 @@ def test_config_builds_its_model(config):
         imports=['mmscalable.models'], allow_failed_imports=False)
     model = build_model(cfg)
     backbone = model.backbone
-    assert type(backbone).__name__ == 'ScalableViT'
-    arch = osp.basename(config).split('scalablevit-')[1][0]
-    if arch in 'sbl':
-        expected = {'s': 64, 'b': 96, 'l': 128}[arch]
-        assert backbone.embed_dims[0] == expected
+    family = osp.basename(osp.dirname(config))
+    if family == 'demo':
+        assert type(backbone).__name__ in {
+            name
+            for name, _ in FAMILIES.values()
+        }
+        return
+    class_name, variants = FAMILIES[family]
+    assert type(backbone).__name__ == class_name
+    arch = osp.basename(config).split(f'{family}-')[1][0]
+    assert backbone.embed_dims[0] == variants[arch]
 
 
 def test_inherit_through_package_prefix(tmp_path):

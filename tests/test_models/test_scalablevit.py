@@ -55,6 +55,8 @@ def test_output_shapes(size, batch):
         h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     assert [tuple(o.shape) for o in outs] == expected
     assert all(torch.isfinite(o).all() for o in outs)
+    # NCHW-contiguous: mmcv's CPU RoIAlign misreads channels-last maps.
+    assert all(o.is_contiguous() for o in outs)
 
 
 def test_small_arch_at_224_and_detection_size():

@@ -414,9 +414,11 @@ class GroupMixFormer(BaseModule):
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(
-                    getattr(self, f'norm{i}')(x) if i == last
-                    and self.final_norm else x)
+                out = getattr(self, f'norm{i}')(x) if (
+                    i == last and self.final_norm) else x
+                # Contiguous NCHW: mmcv's CPU RoIAlign reads channels-last
+                # features (which a token-to-map view is) as NCHW.
+                outs.append(out.contiguous())
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mmscalable.registry import MODELS
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
-                      ScalableSelfAttention)
+                      ScalableSelfAttention, tokens_to_map)
 from ..utils import (check_frozen_stages, check_image_input,
                      is_official_scalablevit, load_pretrained_backbone,
                      parse_out_indices, scalablevit_official_to_mmcls)
@@ -392,8 +392,12 @@ class ScalableViT(BaseModule):
             tokens, hw_shape = stage(x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(tokens)
+                # Contiguous NCHW: the token-to-map view is channels-last,
+                # which convs pass on to the neck, and mmcv's CPU RoIAlign
+                # reads channels-last features as NCHW (wrong RoI features,
+                # no error).
                 outs.append(
-                    out.transpose(1, 2).reshape(out.shape[0], -1, *hw_shape))
+                    tokens_to_map(out, hw_shape).contiguous())
             if i == self.out_indices[-1]:
                 break
             x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1,
