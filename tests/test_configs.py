@@ -96,3 +96,19 @@ def test_inherit_through_package_prefix(tmp_path):
     assert cfg.model.backbone.drop_path_rate == 0.3
     assert cfg.model.neck.in_channels == [64, 128, 256, 512]
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+
+
+def test_model_index_names_existing_configs():
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        index = yaml.safe_load(f)
+    for metafile in index['Import']:
+        with open(osp.join(ROOT, metafile)) as f:
+            meta = yaml.safe_load(f)
+        collections = {c['Name'] for c in meta['Collections']}
+        for model in meta['Models']:
+            assert model['In Collection'] in collections
+            assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
+            assert osp.splitext(osp.basename(
+                model['Config']))[0] == model['Name']
+            assert model['Results']

@@ -13,6 +13,10 @@ DET_CONFIG = osp.join(ROOT,
                       'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py')
 SEG_CONFIG = osp.join(ROOT, 'configs/demo/upernet_scalablevit-tiny_demo-ade.py')
 CLS_CONFIG = osp.join(ROOT, 'configs/demo/scalablevit-tiny_demo-cls.py')
+GMF_DET_CONFIG = osp.join(
+    ROOT, 'configs/demo/mask-rcnn_groupmixformer-tiny_fpn_demo-coco.py')
+GMF_SEG_CONFIG = osp.join(ROOT,
+                          'configs/demo/upernet_groupmixformer-tiny_demo-ade.py')
 DET_SHORT = [
     'train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=4',
     'test_dataloader.dataset.indices=4', 'default_hooks.checkpoint.interval=1',
@@ -66,14 +70,16 @@ def test_mask_rcnn_train_test_and_resume(tmp_path):
     assert resumed['meta']['epoch'] == 2
 
 
+SEG_SHORT = [
+    'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+    'default_hooks.checkpoint.interval=4', 'default_hooks.logger.interval=1',
+    'val_dataloader.dataset.indices=4', 'test_dataloader.dataset.indices=4'
+]
+
+
 @pytest.mark.slow
 def test_upernet_train_and_test(tmp_path):
-    short = [
-        'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
-        'default_hooks.checkpoint.interval=4',
-        'default_hooks.logger.interval=1', 'val_dataloader.dataset.indices=4',
-        'test_dataloader.dataset.indices=4'
-    ]
+    short = SEG_SHORT
     work_dir = tmp_path / 'work'
     tool(tmp_path, osp.join(ROOT, 'tools/train.py'), SEG_CONFIG, '--work-dir',
          str(work_dir), '--cfg-options', *short)
@@ -114,3 +120,38 @@ def test_cls_train_and_test(tmp_path):
     assert 'accuracy/top1' in out
     metrics = read_test_metrics(test_dir)
     assert 0 <= metrics['accuracy/top1'] <= 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config,short,checkpoint,metric', [
+    (GMF_DET_CONFIG, ['train_cfg.max_epochs=1', *DET_SHORT], 'epoch_1.pth',
+     'coco/bbox_mAP'),
+    (GMF_SEG_CONFIG, SEG_SHORT, 'iter_4.pth', 'mIoU'),
+],
+                         ids=['mask-rcnn', 'upernet'])
+def test_groupmixformer_train_and_test(tmp_path, config, short, checkpoint,
+                                       metric):
+    work_dir = tmp_path / 'work'
+    tool(tmp_path, osp.join(ROOT, 'tools/train.py'), config, '--work-dir',
+         str(work_dir), '--cfg-options', *short)
+    assert (work_dir / checkpoint).is_file()
+    out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), config,
+               str(work_dir / checkpoint), '--work-dir', str(tmp_path / 'test'),
+               '--cfg-options', *short)
+    assert metric in out
+
+
+def test_demo_main_job_reads_the_test_metrics(tmp_path):
+    from tools.misc.demo_main_job import JOBS, latest_test_metrics
+    for job in JOBS:
+        assert osp.isfile(osp.join(ROOT, job['config'])), job['config']
+    old, new = tmp_path / '20260101_000000', tmp_path / '20260102_000000'
+    for folder, line in ((old, {'mIoU': 1.0}), (new, {'coco/bbox_mAP': 0.5})):
+        folder.mkdir()
+        (folder / f'{folder.name}.json').write_text(json.dumps(line) + '\n')
+    assert latest_test_metrics(str(tmp_path), 'coco/bbox_mAP') == {
+        'coco/bbox_mAP': 0.5
+    }
+    assert latest_test_metrics(str(tmp_path), 'mIoU') == {'mIoU': 1.0}
+    with pytest.raises(RuntimeError, match="no test metrics with 'top1'"):
+        latest_test_metrics(str(tmp_path), 'top1')

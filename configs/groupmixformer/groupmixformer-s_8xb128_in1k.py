@@ -8,7 +8,8 @@ custom_imports = dict(imports=['mmscalable.models'], allow_failed_imports=False)
 # The official recipe (Swin's code base): 300 epochs, AdamW lr 5e-4 per 512
 # images (1e-3 for 8 GPUs x 128), weight decay 0.05 (none on norms and
 # biases), 20 warm-up epochs, cosine to 1e-5, gradient clipping at 5,
-# RandAugment, Mixup 0.8, CutMix 1.0, label smoothing 0.1, drop path 0.2.
+# RandAugment, Mixup 0.8, CutMix 1.0, label smoothing 0.1; drop path 0.1 (M,
+# T, L), 0.2 (S), 0.5 (B).
 # SyncBN as officially; on one process use norm_cfg=dict(type='BN').
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

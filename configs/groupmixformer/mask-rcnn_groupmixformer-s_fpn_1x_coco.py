@@ -29,7 +29,7 @@ optim_wrapper = dict(
     optimizer=dict(
         _delete_=True,
         type='AdamW',
-        lr=0.0002,
+        lr=0.0001,
         betas=(0.9, 0.999),
         weight_decay=0.05),
     # No weight decay on norms, biases and the position-encoding convs.

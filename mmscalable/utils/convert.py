@@ -1,9 +1,10 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """Conversion of official checkpoints into mmpretrain classifier checkpoints,
 shared by the scripts in ``tools/model_converters``."""
+import argparse
 import os
 import os.path as osp
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -50,3 +51,16 @@ def convert_official_checkpoint(
             meta=dict(converted_from=osp.basename(src), converter=converter)),
         dst)
     return converted
+
+
+def run_converter_cli(family: str, convert: Callable[[str, str], dict],
+                      argv: Optional[Sequence[str]] = None) -> None:
+    """Command line of a converter script: ``SRC DST``."""
+    parser = argparse.ArgumentParser(
+        description=f'Convert an official {family} checkpoint to the keys of '
+        'an mmpretrain classifier with a mmscalable backbone.')
+    parser.add_argument('src', help='official checkpoint path')
+    parser.add_argument('dst', help='output path')
+    args = parser.parse_args(argv)
+    converted = convert(args.src, args.dst)
+    print(f'Converted {len(converted)} tensors from {args.src} to {args.dst}')

@@ -175,7 +175,8 @@ def test_group_mix_attention_matches_brute_force(hw):
 
 def test_group_mix_attention_is_registered():
     from mmscalable.registry import MODELS
-    attn = MODELS.build(dict(type='GroupMixAttention', embed_dims=80))
+    attn = MODELS.build(
+        dict(type='mmscalable.GroupMixAttention', embed_dims=80))
     assert isinstance(attn, GroupMixAttention)
     out = attn(torch.randn(1, 12, 80), (3, 4))
     assert out.shape == (1, 12, 80)

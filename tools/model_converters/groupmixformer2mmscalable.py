@@ -12,11 +12,10 @@ Example:
     python tools/model_converters/groupmixformer2mmscalable.py \\
         groupmixformer_small.pth checkpoints/groupmixformer-s_in1k.pth
 """
-import argparse
-
-from mmscalable.models.utils import (is_official_groupmixformer,
-                                     groupmixformer_official_to_mmcls)
-from mmscalable.utils.convert import convert_official_checkpoint
+from mmscalable.models.utils import (groupmixformer_official_to_mmcls,
+                                     is_official_groupmixformer)
+from mmscalable.utils.convert import (convert_official_checkpoint,
+                                      run_converter_cli)
 
 
 def convert(src: str, dst: str) -> dict:
@@ -31,16 +30,5 @@ def convert(src: str, dst: str) -> dict:
         converter='groupmixformer2mmscalable')
 
 
-def main():
-    parser = argparse.ArgumentParser(
-        description='Convert an official GroupMixFormer checkpoint to the '
-        'keys of an mmpretrain classifier with a mmscalable backbone.')
-    parser.add_argument('src', help='official checkpoint path')
-    parser.add_argument('dst', help='output path')
-    args = parser.parse_args()
-    converted = convert(args.src, args.dst)
-    print(f'Converted {len(converted)} tensors from {args.src} to {args.dst}')
-
-
 if __name__ == '__main__':
-    main()
+    run_converter_cli('GroupMixFormer', convert)

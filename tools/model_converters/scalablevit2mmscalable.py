@@ -12,11 +12,10 @@ Example:
     python tools/model_converters/scalablevit2mmscalable.py \\
         scalable_vit_small.pth checkpoints/scalablevit-s_in1k.pth
 """
-import argparse
-
 from mmscalable.models.utils import (is_official_scalablevit,
                                      scalablevit_official_to_mmcls)
-from mmscalable.utils.convert import convert_official_checkpoint
+from mmscalable.utils.convert import (convert_official_checkpoint,
+                                      run_converter_cli)
 
 
 def convert(src: str, dst: str) -> dict:
@@ -31,16 +30,5 @@ def convert(src: str, dst: str) -> dict:
         converter='scalablevit2mmscalable')
 
 
-def main():
-    parser = argparse.ArgumentParser(
-        description='Convert an official ScalableViT checkpoint to the '
-        'keys of an mmpretrain classifier with a mmscalable backbone.')
-    parser.add_argument('src', help='official checkpoint path')
-    parser.add_argument('dst', help='output path')
-    args = parser.parse_args()
-    converted = convert(args.src, args.dst)
-    print(f'Converted {len(converted)} tensors from {args.src} to {args.dst}')
-
-
 if __name__ == '__main__':
-    main()
+    run_converter_cli('ScalableViT', convert)

@@ -32,7 +32,7 @@ from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
 from ..utils import (check_frozen_stages, check_image_input,
                      groupmixformer_official_to_mmcls,
                      is_official_groupmixformer, load_pretrained_backbone,
-                     parse_out_indices)
+                     parse_arch, parse_out_indices)
 
 
 class GroupMixBlock(BaseModule):
@@ -264,7 +264,9 @@ class GroupMixFormer(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        self.arch_settings = parse_arch(arch, self.arch_zoo,
+                                        ('embed_dims', 'depths', 'mlp_ratios'),
+                                        self.num_stages, 'GroupMixFormer')
         self.embed_dims = list(self.arch_settings['embed_dims'])
         depths = self.arch_settings['depths']
         self.in_channels = in_channels
@@ -320,29 +322,10 @@ class GroupMixFormer(BaseModule):
             stage_in_channels = self.embed_dims[i]
         last = self.num_stages - 1
         if final_norm:
-            self.add_module(f'norm{last}',
-                            build_norm_layer(norm_cfg, self.embed_dims[last])[1])
+            self.add_module(
+                f'norm{last}',
+                build_norm_layer(norm_cfg, self.embed_dims[last])[1])
         self._freeze_stages()
-
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        required = {'embed_dims', 'depths', 'mlp_ratios'}
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(
-                    f'Unknown GroupMixFormer arch {arch!r}; choose from '
-                    f'{sorted(set(cls.arch_zoo))} or pass a dict with keys '
-                    f'{sorted(required)}')
-            return cls.arch_zoo[key]
-        if not isinstance(arch, dict) or not required <= set(arch):
-            raise ValueError(f'A custom GroupMixFormer arch must be a dict '
-                             f'with keys {sorted(required)}, got {arch!r}')
-        for key in required:
-            if len(arch[key]) != cls.num_stages:
-                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} '
-                                 f'values, got {list(arch[key])}')
-        return arch
 
     def init_weights(self):
         if (isinstance(self.init_cfg, dict)
@@ -404,10 +387,9 @@ class GroupMixFormer(BaseModule):
             shape (B, C_i, H_i, W_i), with H_i = ceil(H / s_i) for strides
             s_i = 4, 8, 16, 32 (rounded up at every stride-2 conv).
         """
-        check_image_input(
-            x, self.in_channels,
-            self.stem_stride * math.prod(self.stage_strides),
-            type(self).__name__)
+        check_image_input(x, self.in_channels,
+                          self.stem_stride * math.prod(self.stage_strides),
+                          type(self).__name__)
         x = self.stem(x)
         outs = []
         last = self.num_stages - 1

@@ -27,7 +27,8 @@ from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
                       ScalableSelfAttention, tokens_to_map)
 from ..utils import (check_frozen_stages, check_image_input,
                      is_official_scalablevit, load_pretrained_backbone,
-                     parse_out_indices, scalablevit_official_to_mmcls)
+                     parse_arch, parse_out_indices,
+                     scalablevit_official_to_mmcls)
 
 
 class ScalableViTBlock(BaseModule):
@@ -268,7 +269,10 @@ class ScalableViT(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        self.arch_settings = parse_arch(
+            arch, self.arch_zoo,
+            ('embed_dims', 'depths', 'num_heads', 'channel_ratios'),
+            self.num_stages, 'ScalableViT')
         self.embed_dims = list(self.arch_settings['embed_dims'])
         depths = self.arch_settings['depths']
         if len(spatial_ratios) != self.num_stages:
@@ -313,25 +317,6 @@ class ScalableViT(BaseModule):
                             build_norm_layer(norm_cfg, self.embed_dims[i])[1])
         self._freeze_stages()
 
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        required = {'embed_dims', 'depths', 'num_heads', 'channel_ratios'}
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'Unknown ScalableViT arch {arch!r}; choose '
-                                 f'from {sorted(set(cls.arch_zoo))} or pass '
-                                 f'a dict with keys {sorted(required)}')
-            return cls.arch_zoo[key]
-        if not isinstance(arch, dict) or not required <= set(arch):
-            raise ValueError(f'A custom ScalableViT arch must be a dict with '
-                             f'keys {sorted(required)}, got {arch!r}')
-        for key in required:
-            if len(arch[key]) != cls.num_stages:
-                raise ValueError(f'arch[{key!r}] needs {cls.num_stages} '
-                                 f'values, got {list(arch[key])}')
-        return arch
-
     def init_weights(self):
         if (isinstance(self.init_cfg, dict)
                 and self.init_cfg.get('type') == 'Pretrained'):
@@ -354,8 +339,9 @@ class ScalableViT(BaseModule):
                 elif isinstance(m, nn.LayerNorm):
                     constant_init(m, val=1.0, bias=0.)
                 elif isinstance(m, nn.Conv2d):
-                    fan_out = (m.kernel_size[0] * m.kernel_size[1] *
-                               m.out_channels // m.groups)
+                    fan_out = (
+                        m.kernel_size[0] * m.kernel_size[1] * m.out_channels //
+                        m.groups)
                     normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
 
     def _freeze_stages(self):
@@ -396,10 +382,8 @@ class ScalableViT(BaseModule):
                 # which convs pass on to the neck, and mmcv's CPU RoIAlign
                 # reads channels-last features as NCHW (wrong RoI features,
                 # no error).
-                outs.append(
-                    tokens_to_map(out, hw_shape).contiguous())
+                outs.append(tokens_to_map(out, hw_shape).contiguous())
             if i == self.out_indices[-1]:
                 break
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1,
-                                               *hw_shape)
+            x = tokens_to_map(tokens, hw_shape)
         return tuple(outs)

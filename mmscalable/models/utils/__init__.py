@@ -1,6 +1,6 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 from .backbone_args import (check_frozen_stages, check_image_input,
-                            parse_out_indices)
+                            parse_arch, parse_out_indices)
 from .ckpt_convert import (GROUPMIXFORMER_KEY_RULES, SCALABLEVIT_KEY_RULES,
                            convert_keys, groupmixformer_mmcls_to_official,
                            groupmixformer_official_to_mmcls,
@@ -11,7 +11,8 @@ from .ckpt_convert import (GROUPMIXFORMER_KEY_RULES, SCALABLEVIT_KEY_RULES,
 from .pretrained import load_pretrained_backbone, unwrap_state_dict
 
 __all__ = [
-    'check_frozen_stages', 'check_image_input', 'parse_out_indices',
+    'check_frozen_stages', 'check_image_input', 'parse_arch',
+    'parse_out_indices',
     'GROUPMIXFORMER_KEY_RULES', 'SCALABLEVIT_KEY_RULES', 'convert_keys',
     'groupmixformer_mmcls_to_official', 'groupmixformer_official_to_mmcls',
     'is_official_groupmixformer', 'is_official_scalablevit',

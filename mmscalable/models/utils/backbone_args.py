@@ -1,6 +1,6 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """Argument and input checks shared by the backbones."""
-from typing import List, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 from torch import Tensor
 
@@ -50,3 +50,29 @@ def check_image_input(x: Tensor, in_channels: int, min_size: int,
             f'Input of {x.shape[2]}x{x.shape[3]} is smaller than the '
             f"backbone's total stride {min_size}; pad or resize images to "
             f'at least {min_size}x{min_size}')
+
+
+def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
+               required: Sequence[str], num_stages: int, name: str) -> dict:
+    """Resolve ``arch``: a key of ``arch_zoo`` (any case) or a custom dict.
+
+    Raises:
+        ValueError: For an unknown name, a dict without the ``required``
+            keys, or a key without one value per stage.
+    """
+    required = sorted(required)
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(
+                f'Unknown {name} arch {arch!r}; choose from '
+                f'{sorted(set(arch_zoo))} or pass a dict with keys {required}')
+        return arch_zoo[key]
+    if not isinstance(arch, dict) or not set(required) <= set(arch):
+        raise ValueError(f'A custom {name} arch must be a dict with keys '
+                         f'{required}, got {arch!r}')
+    for key in required:
+        if len(arch[key]) != num_stages:
+            raise ValueError(f'arch[{key!r}] needs {num_stages} values, got '
+                             f'{list(arch[key])}')
+    return arch
