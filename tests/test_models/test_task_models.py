@@ -113,39 +113,21 @@ def test_upernet_loss_and_predict(family):
     assert results[0].pred_sem_seg.data.shape == (1, 128, 128)
 
 
-def test_classifier_loss_and_predict():
+@pytest.mark.parametrize('family', ['scalablevit', 'groupmixformer'])
+def test_classifier_loss_and_predict(family):
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
     cfg = Config.fromfile(
-        osp.join(ROOT, 'configs/scalablevit/scalablevit-s_8xb128_in1k.py'))
+        osp.join(ROOT, f'configs/{family}/{family}-s_8xb128_in1k.py'))
     init_default_scope('mmpretrain')
-    cfg.model.backbone.arch = copy.deepcopy(TINY)
-    cfg.model.head.in_channels = 64
-    cfg.model.head.num_classes = 5
-    cfg.model.head.hidden_dims = 32
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    inputs = torch.randn(4, 3, 64, 64)
-    samples = [DataSample().set_gt_label(i % 5) for i in range(4)]
-    losses = model.loss(inputs, samples)
-    assert torch.isfinite(losses['loss'])
-    model.eval()
-    with torch.no_grad():
-        preds = model.predict(inputs)
-    assert preds[0].pred_score.shape == (5, )
-
-
-def test_groupmixformer_classifier_loss_and_predict():
-    from mmpretrain.registry import MODELS
-    from mmpretrain.structures import DataSample
-    cfg = Config.fromfile(
-        osp.join(ROOT,
-                 'configs/groupmixformer/groupmixformer-s_8xb128_in1k.py'))
-    init_default_scope('mmpretrain')
-    cfg.model.backbone.arch = copy.deepcopy(GMF_TINY)
-    # SyncBN needs a process group; one process uses BN with the same keys.
-    cfg.model.backbone.norm_cfg = dict(type='BN')
-    cfg.model.head.in_channels = 80
+    if family == 'scalablevit':
+        cfg.model.backbone.arch = copy.deepcopy(TINY)
+        cfg.model.head.hidden_dims = 32
+    else:
+        cfg.model.backbone.arch = copy.deepcopy(GMF_TINY)
+        # SyncBN needs a process group; one process uses BN (same keys).
+        cfg.model.backbone.norm_cfg = dict(type='BN')
+    cfg.model.head.in_channels = cfg.model.backbone.arch['embed_dims'][-1]
     cfg.model.head.num_classes = 5
     model = MODELS.build(cfg.model)
     model.init_weights()
