@@ -1,0 +1,185 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Refined attention of Refiner-ViT (Zhou et al., "Refiner: Refining
+Self-attention for Vision Transformers", 2021).
+
+Blocks alternate between two kinds, as in the released code:
+
+* an *attention* block computes multi-head attention maps ``A`` (B, heads,
+  N, N), adds ``d ** -0.5`` times the map of the previous attention block
+  when there is one, attends with them and passes them on;
+* a *refiner* block has no queries or keys: it refines the map it receives,
+  ``d ** -0.5 * BN(A + R(A))``, where ``R`` expands the heads 1x1, convolves
+  each expanded map 3x3 (depthwise, the N x N map as an image in token
+  order) and projects back 1x1, attends with it and passes the unrefined
+  map on.
+
+Tokens are (B, N, C), with any class token at index 0 (the maps are
+convolved in that order). This module is the straightforward computation,
+which holds every N x N map; it is exact and fast at classification sizes.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import ConvModule, build_norm_layer
+from mmengine.model import BaseModule, Sequential
+from torch import Tensor
+
+from mmscalable.registry import MODELS
+
+
+class AttentionMapRefinement(BaseModule):
+    """``R(A)``: head expansion, 3x3 depthwise conv on the maps, reduction.
+
+    Args:
+        num_heads (int): Heads of the maps (input and output channels).
+        expand_ratio (int): Head expansion. Defaults to 3.
+        kernel_size (int): Side of the depthwise conv. Defaults to 3.
+        norm_cfg (dict): Norm after each conv. Defaults to
+            ``dict(type='BN')``.
+        act_cfg (dict): Activation after the first two norms. Defaults to
+            ``dict(type='ReLU6')``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 num_heads: int,
+                 expand_ratio: int = 3,
+                 kernel_size: int = 3,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU6'),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        hidden = num_heads * expand_ratio
+        self.layers = Sequential(
+            ConvModule(
+                num_heads,
+                hidden,
+                1,
+                bias=False,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg),
+            ConvModule(
+                hidden,
+                hidden,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=hidden,
+                bias=False,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg),
+            ConvModule(
+                hidden,
+                num_heads,
+                1,
+                bias=False,
+                norm_cfg=norm_cfg,
+                act_cfg=None))
+
+    def forward(self, attn: Tensor) -> Tensor:
+        """(B, heads, N, N) maps to their refinement ``R(A)``, same shape."""
+        return self.layers(attn)
+
+
+@MODELS.register_module()
+class RefinedAttention(BaseModule):
+    """Multi-head attention that produces, or refines, attention maps.
+
+    Args:
+        embed_dims (int): Number of input (and output) channels C.
+        num_heads (int): Number of heads.
+        refine (bool): A refiner block (values only; refines the received
+            map) instead of an attention block. Defaults to False.
+        expand_ratio (int): Head expansion of the refinement. Defaults to 3.
+        qkv_bias (bool): Bias of the q/k/v (or v) projection.
+            Defaults to True.
+        attn_drop_rate (float): Dropout on the attention maps of attention
+            blocks. Defaults to 0.
+        proj_drop_rate (float): Dropout after the output projection.
+            Defaults to 0.
+        norm_cfg (dict): Norms of the refinement and of ``A + R(A)``.
+            Defaults to ``dict(type='BN')``.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 refine: bool = False,
+                 expand_ratio: int = 3,
+                 qkv_bias: bool = True,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 norm_cfg: dict = dict(type='BN'),
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.refine = refine
+        self.scale = self.head_dims**-0.5
+        if refine:
+            self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+            self.refinement = AttentionMapRefinement(
+                num_heads, expand_ratio, norm_cfg=norm_cfg)
+            self.refined_norm = build_norm_layer(norm_cfg, num_heads)[1]
+        else:
+            self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
+            self.attn_drop = nn.Dropout(attn_drop_rate)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        """(B, N, heads * d) to (B, heads, N, d)."""
+        B, N, _ = x.shape
+        return x.reshape(B, N, self.num_heads, -1).transpose(1, 2)
+
+    def forward(self,
+                x: Tensor,
+                prev_attn: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Attend.
+
+        Args:
+            x (Tensor): Tokens (B, N, C).
+            prev_attn (Tensor, optional): The map passed on by the previous
+                block, (B, heads, N, N). Required by refiner blocks.
+
+        Returns:
+            tuple[Tensor, Tensor]: The output tokens (B, N, C) and the map to
+            pass on to the next block.
+        """
+        B, N, C = x.shape
+        if prev_attn is not None and prev_attn.shape != (B, self.num_heads, N,
+                                                         N):
+            raise ValueError(
+                f'prev_attn must have shape {(B, self.num_heads, N, N)} '
+                f'for tokens of shape {tuple(x.shape)}, got '
+                f'{tuple(prev_attn.shape)}')
+        if self.refine:
+            if prev_attn is None:
+                raise ValueError('A refiner block needs the attention map of '
+                                 'the previous block (prev_attn)')
+            v = self._split_heads(self.v(x))
+            attn = self.refined_norm(prev_attn + self.refinement(prev_attn))
+            attn = attn * self.scale
+            passed_on = prev_attn
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads,
+                                          self.head_dims).permute(
+                                              2, 0, 3, 1, 4).unbind(0)
+            # The map itself goes on to the next block, so it is materialised
+            # (no fused attention). q and k are each scaled by sqrt(scale),
+            # as in the released code.
+            root_scale = math.sqrt(self.scale)
+            attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
+            attn = attn.softmax(dim=-1)
+            if prev_attn is not None:
+                attn = attn + prev_attn * self.scale
+            attn = self.attn_drop(attn)
+            passed_on = attn
+        out = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(out)), passed_on
