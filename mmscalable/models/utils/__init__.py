@@ -1,11 +1,14 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 from .backbone_args import (check_frozen_stages, check_image_input,
                             parse_arch, parse_out_indices)
-from .ckpt_convert import (GROUPMIXFORMER_KEY_RULES, SCALABLEVIT_KEY_RULES,
+from .ckpt_convert import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
+                           SCALABLEVIT_KEY_RULES,
                            convert_keys, groupmixformer_mmcls_to_official,
                            groupmixformer_official_to_mmcls,
                            is_official_groupmixformer,
-                           is_official_scalablevit,
+                           is_official_refiner, is_official_scalablevit,
+                           refiner_mmcls_to_official,
+                           refiner_official_to_mmcls,
                            scalablevit_mmcls_to_official,
                            scalablevit_official_to_mmcls)
 from .pretrained import load_pretrained_backbone, unwrap_state_dict
@@ -13,7 +16,9 @@ from .pretrained import load_pretrained_backbone, unwrap_state_dict
 __all__ = [
     'check_frozen_stages', 'check_image_input', 'parse_arch',
     'parse_out_indices',
-    'GROUPMIXFORMER_KEY_RULES', 'SCALABLEVIT_KEY_RULES', 'convert_keys',
+    'GROUPMIXFORMER_KEY_RULES', 'REFINER_KEY_RULES', 'SCALABLEVIT_KEY_RULES',
+    'convert_keys', 'is_official_refiner', 'refiner_mmcls_to_official',
+    'refiner_official_to_mmcls',
     'groupmixformer_mmcls_to_official', 'groupmixformer_official_to_mmcls',
     'is_official_groupmixformer', 'is_official_scalablevit',
     'scalablevit_mmcls_to_official', 'scalablevit_official_to_mmcls',

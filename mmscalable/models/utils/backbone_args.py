@@ -1,6 +1,6 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """Argument and input checks shared by the backbones."""
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from torch import Tensor
 
@@ -53,12 +53,14 @@ def check_image_input(x: Tensor, in_channels: int, min_size: int,
 
 
 def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
-               required: Sequence[str], num_stages: int, name: str) -> dict:
+               required: Sequence[str], num_stages: Optional[int],
+               name: str) -> dict:
     """Resolve ``arch``: a key of ``arch_zoo`` (any case) or a custom dict.
 
     Raises:
         ValueError: For an unknown name, a dict without the ``required``
-            keys, or a key without one value per stage.
+            keys, or (unless ``num_stages`` is None: single values) a key
+            without one value per stage.
     """
     required = sorted(required)
     if isinstance(arch, str):
@@ -71,7 +73,7 @@ def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
     if not isinstance(arch, dict) or not set(required) <= set(arch):
         raise ValueError(f'A custom {name} arch must be a dict with keys '
                          f'{required}, got {arch!r}')
-    for key in required:
+    for key in required if num_stages is not None else ():
         if len(arch[key]) != num_stages:
             raise ValueError(f'arch[{key!r}] needs {num_stages} values, got '
                              f'{list(arch[key])}')

@@ -20,8 +20,10 @@ SCALABLEVIT_KEY_RULES: KeyRules = (
     ('patch_embeds.{i}.proj.', 'backbone.stages.{i}.patch_embed.projection.'),
     ('patch_embeds.{i}.norm.', 'backbone.stages.{i}.patch_embed.norm.'),
     ('pos_block.{i}.proj.0.', 'backbone.stages.{i}.pos_conv.proj.'),
-    ('stages.{i}.{j}.mlp.fc1.', 'backbone.stages.{i}.blocks.{j}.ffn.layers.0.0.'),
-    ('stages.{i}.{j}.mlp.fc2.', 'backbone.stages.{i}.blocks.{j}.ffn.layers.1.'),
+    ('stages.{i}.{j}.mlp.fc1.',
+     'backbone.stages.{i}.blocks.{j}.ffn.layers.0.0.'),
+    ('stages.{i}.{j}.mlp.fc2.',
+     'backbone.stages.{i}.blocks.{j}.ffn.layers.1.'),
     ('stages.{i}.{j}.attn.lim_func.',
      'backbone.stages.{i}.blocks.{j}.attn.local_interaction.'),
     ('stages.{i}.{j}.attn.reduction.0.',
@@ -92,15 +94,18 @@ def convert_keys(state_dict: Mapping[str, Tensor],
 def scalablevit_official_to_mmcls(
         state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """Official ScalableViT weights to an mmpretrain classifier's keys."""
-    return convert_keys(state_dict, SCALABLEVIT_KEY_RULES,
-                        source='ScalableViT checkpoint')
+    return convert_keys(
+        state_dict, SCALABLEVIT_KEY_RULES, source='ScalableViT checkpoint')
 
 
 def scalablevit_mmcls_to_official(
         state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """mmpretrain classifier keys back to the official ScalableViT keys."""
-    return convert_keys(state_dict, SCALABLEVIT_KEY_RULES, reverse=True,
-                        source='mmscalable ScalableViT checkpoint')
+    return convert_keys(
+        state_dict,
+        SCALABLEVIT_KEY_RULES,
+        reverse=True,
+        source='mmscalable ScalableViT checkpoint')
 
 
 def is_official_scalablevit(state_dict: Mapping[str, Tensor]) -> bool:
@@ -152,16 +157,89 @@ GROUPMIXFORMER_KEY_RULES: KeyRules = (
 def groupmixformer_official_to_mmcls(
         state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """Official GroupMixFormer weights to an mmpretrain classifier's keys."""
-    return convert_keys(state_dict, GROUPMIXFORMER_KEY_RULES,
-                        source='GroupMixFormer checkpoint')
+    return convert_keys(
+        state_dict,
+        GROUPMIXFORMER_KEY_RULES,
+        source='GroupMixFormer checkpoint')
 
 
 def groupmixformer_mmcls_to_official(
         state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """mmpretrain classifier keys back to the official GroupMixFormer keys."""
-    return convert_keys(state_dict, GROUPMIXFORMER_KEY_RULES, reverse=True,
-                        source='mmscalable GroupMixFormer checkpoint')
+    return convert_keys(
+        state_dict,
+        GROUPMIXFORMER_KEY_RULES,
+        reverse=True,
+        source='mmscalable GroupMixFormer checkpoint')
 
 
 def is_official_groupmixformer(state_dict: Mapping[str, Tensor]) -> bool:
     return any(k.startswith('conv_stem.') for k in state_dict)
+
+
+# Official Refiner-ViT (zhoudaquan/Refiner_ViT) -> mmpretrain ImageClassifier
+# with a RefinerViT backbone and RefinerClsHead. The official blocks name
+# their value projection `attn.qkv` in refiner blocks too; those (odd blocks)
+# become `attn.v` after the table (see refiner_official_to_mmcls).
+_REFINER_BLOCK = 'backbone.blocks.{i}.'
+REFINER_KEY_RULES: KeyRules = (
+    *((f'patch_embed.conv{k + 1}.', f'backbone.stem.{k}.conv.')
+      for k in range(3)),
+    *((f'patch_embed.bn{k + 1}.', f'backbone.stem.{k}.bn.') for k in range(3)),
+    ('patch_embed.proj.', 'backbone.patch_projection.'),
+    ('cls_token', 'backbone.cls_token'),
+    ('pos_embed', 'backbone.pos_embed'),
+    ('blocks.{i}.attn.DLA.conv_exp.',
+     _REFINER_BLOCK + 'attn.refinement.layers.0.conv.'),
+    ('blocks.{i}.attn.DLA.bn1.',
+     _REFINER_BLOCK + 'attn.refinement.layers.0.bn.'),
+    ('blocks.{i}.attn.DLA.depth_sep_conv.',
+     _REFINER_BLOCK + 'attn.refinement.layers.1.conv.'),
+    ('blocks.{i}.attn.DLA.bn2.',
+     _REFINER_BLOCK + 'attn.refinement.layers.1.bn.'),
+    ('blocks.{i}.attn.DLA.conv_pro.',
+     _REFINER_BLOCK + 'attn.refinement.layers.2.conv.'),
+    ('blocks.{i}.attn.DLA.bn3.',
+     _REFINER_BLOCK + 'attn.refinement.layers.2.bn.'),
+    ('blocks.{i}.attn.adapt_bn.', _REFINER_BLOCK + 'attn.refined_norm.'),
+    ('blocks.{i}.attn.qkv.', _REFINER_BLOCK + 'attn.qkv.'),
+    # Reverse direction only: refiner blocks' value projection.
+    ('blocks.{i}.attn.qkv.', _REFINER_BLOCK + 'attn.v.'),
+    ('blocks.{i}.mlp.fc1.', _REFINER_BLOCK + 'ffn.layers.0.0.'),
+    ('blocks.{i}.mlp.fc2.', _REFINER_BLOCK + 'ffn.layers.1.'),
+    ('blocks.{i}.mlp.scale_channel', _REFINER_BLOCK + 'ffn.gamma2.weight'),
+    ('blocks.{i}.', _REFINER_BLOCK),  # norm1, norm2, attn.proj
+    ('norm.', 'backbone.norm.'),
+    ('aux_head.', 'head.aux_fc.'),
+    ('head.', 'head.fc.'),
+)
+
+
+def refiner_official_to_mmcls(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Official Refiner-ViT weights to an mmpretrain classifier's keys."""
+    converted = convert_keys(
+        state_dict, REFINER_KEY_RULES, source='Refiner-ViT checkpoint')
+    # Odd blocks are refiner blocks: their `qkv` is the value projection.
+    pattern = re.compile(r'^backbone\.blocks\.(\d+)\.attn\.qkv\.')
+    renamed = OrderedDict()
+    for key, value in converted.items():
+        match = pattern.match(key)
+        if match and int(match.group(1)) % 2 == 1:
+            key = key.replace('.attn.qkv.', '.attn.v.', 1)
+        renamed[key] = value
+    return renamed
+
+
+def refiner_mmcls_to_official(
+        state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """mmpretrain classifier keys back to the official Refiner-ViT keys."""
+    return convert_keys(
+        state_dict,
+        REFINER_KEY_RULES,
+        reverse=True,
+        source='mmscalable Refiner-ViT checkpoint')
+
+
+def is_official_refiner(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith('patch_embed.conv1.') for k in state_dict)

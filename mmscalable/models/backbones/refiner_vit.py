@@ -1,0 +1,299 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Refiner-ViT (Zhou et al., "Refiner: Refining Self-attention for Vision
+Transformers", 2021).
+
+The layout follows the released classification code, so that its checkpoints
+load after a key conversion: a three-conv stem and a stride-8 projection
+(patch 16), a class token and a learned position embedding, and blocks that
+alternate attention and refiner blocks (``RefinedAttention``) with the
+released block wrapper (inputs halved before each norm, branches doubled,
+MLP ratio 3 with a per-channel scale initialised to 1e-5).
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import ConvModule, build_norm_layer
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN
+from mmengine.model import BaseModule, ModuleList, Sequential
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+from torch import Tensor
+
+from mmscalable.registry import MODELS
+from ..layers import RefinedAttention
+from ..utils import check_image_input, parse_arch
+
+
+class RefinerBlock(BaseModule):
+    """The released block wrapper around a ``RefinedAttention`` and an MLP.
+
+    ``x + 2 * attn(norm1(x / 2))`` then ``x + 2 * mlp(norm2(x / 2))``.
+
+    Args:
+        embed_dims (int): Number of channels.
+        num_heads (int): Attention heads.
+        refine (bool): A refiner block instead of an attention block.
+        mlp_ratio (float): Hidden channels of the MLP. Defaults to 3.
+        expand_ratio (int): Head expansion of the map refinement.
+            Defaults to 3.
+        qkv_bias (bool): Bias of the q/k/v projections. Defaults to True.
+        drop_rate (float): Dropout after projections. Defaults to 0.
+        attn_drop_rate (float): Dropout on attention maps. Defaults to 0.
+        drop_path_rate (float): Stochastic depth. Defaults to 0.
+        layer_scale_init_value (float): Initial per-channel scale of the MLP
+            output. Defaults to 1e-5.
+        norm_cfg (dict): Token norms. Defaults to
+            ``dict(type='LN', eps=1e-6)``.
+        map_norm_cfg (dict): Norms of the map refinement. Defaults to
+            ``dict(type='BN')``.
+        act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        with_cp (bool): Recompute the block in backward. Defaults to False.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+    # The released wrapper scales the branch inputs by this and divides the
+    # branch outputs by it.
+    residual_ratio = 0.5
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 refine: bool,
+                 mlp_ratio: float = 3.,
+                 expand_ratio: int = 3,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-5,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 map_norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.attn = RefinedAttention(
+            embed_dims,
+            num_heads,
+            refine=refine,
+            expand_ratio=expand_ratio,
+            qkv_bias=qkv_bias,
+            attn_drop_rate=attn_drop_rate,
+            proj_drop_rate=drop_rate,
+            norm_cfg=map_norm_cfg)
+        self.drop_path = build_dropout(
+            dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims,
+            feedforward_channels=int(embed_dims * mlp_ratio),
+            num_fcs=2,
+            ffn_drop=drop_rate,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+            act_cfg=act_cfg,
+            add_identity=False,
+            layer_scale_init_value=layer_scale_init_value)
+
+    def forward(self, x: Tensor,
+                prev_attn: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Tokens (B, N, C) and the received map to tokens and the map."""
+        ratio = self.residual_ratio
+
+        def _inner_forward(x, prev_attn):
+            out, attn = self.attn(self.norm1(x * ratio), prev_attn)
+            x = x + self.drop_path(out) / ratio
+            x = x + self.ffn(self.norm2(x * ratio)) / ratio
+            return x, attn
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(
+                _inner_forward, x, prev_attn, use_reentrant=False)
+        return _inner_forward(x, prev_attn)
+
+
+@MODELS.register_module()
+class RefinerViT(BaseModule):
+    """Refiner-ViT backbone.
+
+    Args:
+        arch (str | dict): ``'s'``, ``'m'``, ``'l'`` (or ``'small'``,
+            ``'medium'``, ``'large'``), or a dict with keys ``embed_dims``,
+            ``depth`` and ``num_heads``. Defaults to ``'s'``.
+        img_size (int | tuple[int, int]): Size the position embedding is
+            made for; other sizes interpolate it. Defaults to 224.
+        in_channels (int): Input image channels. Defaults to 3.
+        mlp_ratio (float): MLP hidden ratio. Defaults to 3.
+        expand_ratio (int): Head expansion of the map refinement.
+            Defaults to 3.
+        qkv_bias (bool): Bias of the q/k/v projections. Defaults to True.
+        drop_rate (float): Dropout after the position embedding and the
+            projections. Defaults to 0.
+        attn_drop_rate (float): Dropout on attention maps. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, increased linearly over
+            the blocks up to this value. Defaults to 0.
+        final_norm (bool): LayerNorm on the last tokens (official ``norm``).
+            Defaults to True.
+        stem_norm_cfg (dict): Norm of the conv stem. Defaults to
+            ``dict(type='BN')``.
+        map_norm_cfg (dict): Norms of the map refinement. Defaults to
+            ``dict(type='BN')``.
+        norm_cfg (dict): Token norms. Defaults to
+            ``dict(type='LN', eps=1e-6)``.
+        with_cp (bool): Gradient checkpointing of every block.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config. Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['s', 'small'], {
+                            'embed_dims': 384,
+                            'depth': 16,
+                            'num_heads': 12
+                        }),
+        **dict.fromkeys(['m', 'medium'], {
+                            'embed_dims': 420,
+                            'depth': 32,
+                            'num_heads': 12
+                        }),
+        **dict.fromkeys(['l', 'large'], {
+                            'embed_dims': 512,
+                            'depth': 32,
+                            'num_heads': 16
+                        }),
+    }
+    # The stem: a stride-2 conv, then a stride-8 projection.
+    patch_size = 16
+    stem_channels = (32, 64, 128)
+
+    def __init__(self,
+                 arch: Union[str, dict] = 's',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 in_channels: int = 3,
+                 mlp_ratio: float = 3.,
+                 expand_ratio: int = 3,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 final_norm: bool = True,
+                 stem_norm_cfg: dict = dict(type='BN'),
+                 map_norm_cfg: dict = dict(type='BN'),
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        settings = parse_arch(arch, self.arch_zoo,
+                              ('embed_dims', 'depth', 'num_heads'), None,
+                              'RefinerViT')
+        self.embed_dims = settings['embed_dims']
+        self.depth = settings['depth']
+        self.num_heads = settings['num_heads']
+        self.in_channels = in_channels
+        if isinstance(img_size, int):
+            img_size = (img_size, img_size)
+        self.pos_grid = (img_size[0] // self.patch_size,
+                         img_size[1] // self.patch_size)
+
+        stem, channels = [], in_channels
+        for i, out_channels in enumerate(self.stem_channels):
+            stem.append(
+                ConvModule(
+                    channels,
+                    out_channels,
+                    7 if i == 0 else 3,
+                    stride=2 if i == 0 else 1,
+                    padding=3 if i == 0 else 1,
+                    bias=False,
+                    norm_cfg=stem_norm_cfg,
+                    act_cfg=dict(type='ReLU')))
+            channels = out_channels
+        self.stem = Sequential(*stem)
+        self.patch_projection = nn.Conv2d(channels, self.embed_dims,
+                                          self.patch_size // 2,
+                                          self.patch_size // 2)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1],
+                        self.embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+
+        drop_path_rates = torch.linspace(0, drop_path_rate,
+                                         self.depth).tolist()
+        self.blocks = ModuleList([
+            RefinerBlock(
+                self.embed_dims,
+                self.num_heads,
+                refine=i % 2 == 1,
+                mlp_ratio=mlp_ratio,
+                expand_ratio=expand_ratio,
+                qkv_bias=qkv_bias,
+                drop_rate=drop_rate,
+                attn_drop_rate=attn_drop_rate,
+                drop_path_rate=drop_path_rates[i],
+                norm_cfg=norm_cfg,
+                map_norm_cfg=map_norm_cfg,
+                with_cp=with_cp) for i in range(self.depth)
+        ])
+        self.final_norm = final_norm
+        if final_norm:
+            self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
+
+    def init_weights(self):
+        super().init_weights()
+        if self.init_cfg is None:
+            # The official initialization: timm's for Linear, LayerNorm and
+            # the embeddings, PyTorch's defaults for convs (ConvModule
+            # re-initialises its convs; undo that) and BatchNorm.
+            trunc_normal_init(self.pos_embed, std=.02)
+            trunc_normal_init(self.cls_token, std=.02)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, val=1.0, bias=0.)
+                elif isinstance(m, nn.Conv2d):
+                    m.reset_parameters()
+
+    def resized_pos_embed(self, grid: Sequence[int]) -> Tensor:
+        """The position embedding for a (h, w) token grid.
+
+        Patch embeddings are interpolated bilinearly with aligned corners, as
+        the released fine-tuning code does; the class token's is kept.
+        """
+        if tuple(grid) == self.pos_grid:
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.transpose(1, 2).reshape(1, self.embed_dims,
+                                                      *self.pos_grid)
+        patch_pos = F.interpolate(
+            patch_pos, size=tuple(grid), mode='bilinear', align_corners=True)
+        return torch.cat(
+            [cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor]:
+        """Forward.
+
+        Args:
+            x (Tensor): Images (B, in_channels, H, W) of at least 16x16.
+
+        Returns:
+            tuple[Tensor]: The tokens (B, 1 + h * w, C) after the last block
+            (and the final norm), the class token first, h = ceil(H / 16)
+            up to the stem's rounding.
+        """
+        check_image_input(x, self.in_channels, self.patch_size,
+                          type(self).__name__)
+        x = self.patch_projection(self.stem(x))
+        grid = x.shape[2:]
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.drop_after_pos(x + self.resized_pos_embed(grid))
+        attn = None
+        for block in self.blocks:
+            x, attn = block(x, attn)
+        if self.final_norm:
+            x = self.norm(x)
+        return (x, )
