@@ -21,10 +21,11 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
 from ..layers import RefinedAttention
-from ..utils import check_image_input, parse_arch
+from ..utils import check_image_input, parse_arch, parse_out_indices
 
 
 class RefinerBlock(BaseModule):
@@ -50,6 +51,10 @@ class RefinerBlock(BaseModule):
         map_norm_cfg (dict): Norms of the map refinement. Defaults to
             ``dict(type='BN')``.
         act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
+        attn_impl (str): ``RefinedAttention``'s ``impl``. Defaults to
+            ``'auto'``.
+        chunk_bytes (int): ``RefinedAttention``'s ``chunk_bytes``.
+            Defaults to 256 MiB.
         with_cp (bool): Recompute the block in backward. Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
@@ -71,6 +76,8 @@ class RefinerBlock(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  map_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
+                 attn_impl: str = 'auto',
+                 chunk_bytes: int = 256 * 2**20,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -84,7 +91,9 @@ class RefinerBlock(BaseModule):
             qkv_bias=qkv_bias,
             attn_drop_rate=attn_drop_rate,
             proj_drop_rate=drop_rate,
-            norm_cfg=map_norm_cfg)
+            norm_cfg=map_norm_cfg,
+            impl=attn_impl,
+            chunk_bytes=chunk_bytes)
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -135,14 +144,31 @@ class RefinerViT(BaseModule):
         attn_drop_rate (float): Dropout on attention maps. Defaults to 0.
         drop_path_rate (float): Stochastic depth, increased linearly over
             the blocks up to this value. Defaults to 0.
-        final_norm (bool): LayerNorm on the last tokens (official ``norm``).
-            Defaults to True.
+        out_indices (Sequence[int] | int): Blocks whose outputs are returned;
+            negative indices count from the end. Dense models take four
+            evenly spaced blocks. Defaults to -1.
+        out_type (str): ``'raw'``: tokens (B, 1 + h * w, C), class token
+            first (for the classification head); ``'featmap'``: maps
+            (B, C, h, w) of the patch tokens (for necks). Defaults to
+            ``'raw'``.
+        final_norm (bool): LayerNorm (official ``norm``) on the output of the
+            last block. Defaults to True.
+        norm_eval (bool): Keep every BatchNorm (stem and attention maps) in
+            eval mode while training: frozen statistics, the usual choice when
+            fine-tuning at detection and segmentation sizes. Defaults to False.
         stem_norm_cfg (dict): Norm of the conv stem. Defaults to
             ``dict(type='BN')``.
         map_norm_cfg (dict): Norms of the map refinement. Defaults to
             ``dict(type='BN')``.
         norm_cfg (dict): Token norms. Defaults to
             ``dict(type='LN', eps=1e-6)``.
+        attn_impl (str): How the attention maps are computed: ``'full'``
+            (every N x N map at once), ``'chunked'`` (chunks of query rows,
+            exact, for detection and segmentation sizes) or ``'auto'``
+            (chunked when one image's expanded maps exceed ``chunk_bytes``).
+            Defaults to ``'auto'``.
+        chunk_bytes (int): Memory for one chunk's temporaries in the chunked
+            attention. Defaults to 256 MiB.
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -167,6 +193,7 @@ class RefinerViT(BaseModule):
     # The stem: a stride-2 conv, then a stride-8 projection.
     patch_size = 16
     stem_channels = (32, 64, 128)
+    out_types = ('raw', 'featmap')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -178,10 +205,15 @@ class RefinerViT(BaseModule):
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
+                 out_indices: Union[Sequence[int], int] = -1,
+                 out_type: str = 'raw',
                  final_norm: bool = True,
+                 norm_eval: bool = False,
                  stem_norm_cfg: dict = dict(type='BN'),
                  map_norm_cfg: dict = dict(type='BN'),
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 attn_impl: str = 'auto',
+                 chunk_bytes: int = 256 * 2**20,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -192,6 +224,12 @@ class RefinerViT(BaseModule):
         self.depth = settings['depth']
         self.num_heads = settings['num_heads']
         self.in_channels = in_channels
+        self.out_indices = parse_out_indices(out_indices, self.depth)
+        if out_type not in self.out_types:
+            raise ValueError(f'out_type must be one of {self.out_types}, '
+                             f'got {out_type!r}')
+        self.out_type = out_type
+        self.norm_eval = norm_eval
         if isinstance(img_size, int):
             img_size = (img_size, img_size)
         self.pos_grid = (img_size[0] // self.patch_size,
@@ -235,6 +273,8 @@ class RefinerViT(BaseModule):
                 drop_path_rate=drop_path_rates[i],
                 norm_cfg=norm_cfg,
                 map_norm_cfg=map_norm_cfg,
+                attn_impl=attn_impl,
+                chunk_bytes=chunk_bytes,
                 with_cp=with_cp) for i in range(self.depth)
         ])
         self.final_norm = final_norm
@@ -273,27 +313,44 @@ class RefinerViT(BaseModule):
         return torch.cat(
             [cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor]:
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.
 
         Args:
             x (Tensor): Images (B, in_channels, H, W) of at least 16x16.
 
         Returns:
-            tuple[Tensor]: The tokens (B, 1 + h * w, C) after the last block
-            (and the final norm), the class token first, h = ceil(H / 16)
-            up to the stem's rounding.
+            tuple[Tensor]: For each of ``out_indices``, the block output
+            (through the final norm for the last block): tokens
+            (B, 1 + h * w, C) with the class token first, or maps
+            (B, C, h, w) of the patch tokens with ``out_type='featmap'``;
+            h = floor(ceil(H / 2) / 8), w likewise.
         """
         check_image_input(x, self.in_channels, self.patch_size,
                           type(self).__name__)
         x = self.patch_projection(self.stem(x))
-        grid = x.shape[2:]
+        B, _, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.drop_after_pos(x + self.resized_pos_embed(grid))
-        attn = None
-        for block in self.blocks:
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        x = self.drop_after_pos(x + self.resized_pos_embed((h, w)))
+        attn, outs = None, []
+        for i, block in enumerate(self.blocks):
             x, attn = block(x, attn)
-        if self.final_norm:
-            x = self.norm(x)
-        return (x, )
+            if i not in self.out_indices:
+                continue
+            out = x
+            if i == self.depth - 1 and self.final_norm:
+                out = x = self.norm(x)
+            if self.out_type == 'featmap':
+                out = out[:, 1:].transpose(1, 2).reshape(B, -1, h, w)
+                out = out.contiguous()
+            outs.append(out)
+        return tuple(outs)

@@ -14,8 +14,11 @@ Blocks alternate between two kinds, as in the released code:
   map on.
 
 Tokens are (B, N, C), with any class token at index 0 (the maps are
-convolved in that order). This module is the straightforward computation,
-which holds every N x N map; it is exact and fast at classification sizes.
+convolved in that order). ``impl='full'`` is the straightforward
+computation, which holds every N x N map: exact and fastest at
+classification sizes. ``impl='chunked'`` computes the same in chunks of query
+rows (``chunked_refined_attention.py``) so that detection and segmentation
+sizes fit in memory; ``'auto'`` picks it when the maps are large.
 """
 import math
 from typing import Optional, Tuple
@@ -27,6 +30,10 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from .chunked_refined_attention import (RefinementSpec,
+                                        chunked_chained_attention,
+                                        chunked_refiner_attention,
+                                        rows_per_chunk)
 
 
 class AttentionMapRefinement(BaseModule):
@@ -100,8 +107,14 @@ class RefinedAttention(BaseModule):
             Defaults to 0.
         norm_cfg (dict): Norms of the refinement and of ``A + R(A)``.
             Defaults to ``dict(type='BN')``.
+        impl (str): ``'full'``, ``'chunked'`` or ``'auto'`` (chunked when
+            one image's expanded maps, 3 x heads x N x N, exceed
+            ``chunk_bytes``). Defaults to ``'auto'``.
+        chunk_bytes (int): Memory a chunk's temporaries may take, which sets
+            the query rows per chunk. Defaults to 256 MiB.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
+    impls = ('auto', 'full', 'chunked')
 
     def __init__(self,
                  embed_dims: int,
@@ -112,8 +125,18 @@ class RefinedAttention(BaseModule):
                  attn_drop_rate: float = 0.,
                  proj_drop_rate: float = 0.,
                  norm_cfg: dict = dict(type='BN'),
+                 impl: str = 'auto',
+                 chunk_bytes: int = 256 * 2**20,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if impl not in self.impls:
+            raise ValueError(f'impl must be one of {self.impls}, got {impl!r}')
+        if chunk_bytes <= 0:
+            raise ValueError(
+                f'chunk_bytes must be positive, got {chunk_bytes}')
+        self.impl = impl
+        self.chunk_bytes = chunk_bytes
+        self.expand_ratio = expand_ratio
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
                              f'by num_heads ({num_heads})')
@@ -159,27 +182,61 @@ class RefinedAttention(BaseModule):
                 f'prev_attn must have shape {(B, self.num_heads, N, N)} '
                 f'for tokens of shape {tuple(x.shape)}, got '
                 f'{tuple(prev_attn.shape)}')
+        if self.refine and prev_attn is None:
+            raise ValueError('A refiner block needs the attention map of '
+                             'the previous block (prev_attn)')
+        chunk_rows = self._chunk_rows(x)
         if self.refine:
-            if prev_attn is None:
-                raise ValueError('A refiner block needs the attention map of '
-                                 'the previous block (prev_attn)')
             v = self._split_heads(self.v(x))
-            attn = self.refined_norm(prev_attn + self.refinement(prev_attn))
-            attn = attn * self.scale
+            if chunk_rows is None:
+                attn = self.refined_norm(prev_attn +
+                                         self.refinement(prev_attn))
+                out = (attn * self.scale) @ v
+            else:
+                out = chunked_refiner_attention(self._refinement_spec(),
+                                                prev_attn, v, chunk_rows)
             passed_on = prev_attn
         else:
             q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads,
                                           self.head_dims).permute(
                                               2, 0, 3, 1, 4).unbind(0)
-            # The map itself goes on to the next block, so it is materialised
-            # (no fused attention). q and k are each scaled by sqrt(scale),
-            # as in the released code.
-            root_scale = math.sqrt(self.scale)
-            attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
-            attn = attn.softmax(dim=-1)
-            if prev_attn is not None:
-                attn = attn + prev_attn * self.scale
-            attn = self.attn_drop(attn)
-            passed_on = attn
-        out = (attn @ v).transpose(1, 2).reshape(B, N, C)
+            if chunk_rows is None:
+                # The map itself goes on to the next block, so it is
+                # materialised (no fused attention). q and k are each scaled
+                # by sqrt(scale), as in the released code.
+                root_scale = math.sqrt(self.scale)
+                attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
+                attn = attn.softmax(dim=-1)
+                if prev_attn is not None:
+                    attn = attn + prev_attn * self.scale
+                passed_on = self.attn_drop(attn)
+                out = passed_on @ v
+            else:
+                out, passed_on = chunked_chained_attention(
+                    q, k, v, prev_attn, self.scale, chunk_rows)
+        out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(out)), passed_on
+
+    def _chunk_rows(self, x: Tensor) -> Optional[int]:
+        """Query rows per chunk, or None for the straightforward path."""
+        B, N, _ = x.shape
+        hidden = self.num_heads * self.expand_ratio
+        element_size = x.element_size()
+        if self.impl == 'full' or (self.impl == 'auto' and hidden * N * N *
+                                   element_size <= self.chunk_bytes):
+            return None
+        if (not self.refine and self.training and self.attn_drop.p > 0):
+            raise ValueError('The chunked attention has no attention-map '
+                             'dropout; use attn_drop_rate=0 or impl="full"')
+        return rows_per_chunk(B, hidden, N, element_size, self.chunk_bytes)
+
+    def _refinement_spec(self) -> RefinementSpec:
+        expand, depthwise, reduce = self.refinement.layers
+        return RefinementSpec(
+            expand.conv,
+            depthwise.conv,
+            reduce.conv,
+            norms=(expand.norm, depthwise.norm, reduce.norm,
+                   self.refined_norm),
+            acts=(expand.activate, depthwise.activate),
+            scale=self.scale)

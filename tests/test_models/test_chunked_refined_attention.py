@@ -1,0 +1,172 @@
+"""The chunked refined attention against the straightforward computation."""
+import copy
+
+import pytest
+import torch
+
+from mmscalable.models import RefinerViT
+from mmscalable.models.layers import RefinedAttention
+from mmscalable.models.layers.chunked_refined_attention import (
+    RefinementSpec, chunked_chained_attention, chunked_refiner_attention,
+    rows_per_chunk)
+
+C, HEADS = 24, 4
+
+
+def randomise(module, seed=0):
+    """Random weights, biases and running statistics, so that a swapped or
+    missed tensor shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+        for name, buf in module.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
+            elif name.endswith('running_var'):
+                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
+    return module
+
+
+def attention_chain(impl, chunk_bytes=1, depth=4):
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([
+        RefinedAttention(
+            C, HEADS, refine=i % 2 == 1, impl=impl, chunk_bytes=chunk_bytes)
+        for i in range(depth)
+    ])
+    return randomise(blocks).double()
+
+
+def run_chain(blocks, x):
+    attn = None
+    for block in blocks:
+        out, attn = block(x, attn)
+        x = x + out
+    return x, attn
+
+
+def assert_same_grads(reference, other, rtol=1e-8, atol=1e-10):
+    for (name, p), (_, q) in zip(reference.named_parameters(),
+                                 other.named_parameters()):
+        scale = max(p.grad.abs().max().item(), 1e-6)
+        err = (p.grad - q.grad).abs().max().item()
+        # A bias followed by a training-mode BatchNorm has no gradient: both
+        # are ~0 then.
+        assert err <= rtol * scale + atol, f'{name}: {err} vs {scale}'
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
+@pytest.mark.parametrize('chunk_bytes', [1, 40_000], ids=['1row', 'rows'])
+def test_chain_matches_straightforward(train, chunk_bytes):
+    """Forward, gradients and running statistics, frozen (eval) and batch
+    statistics, with one-row and several-row chunks at an odd size."""
+    full = attention_chain('full').train(train)
+    chunked = attention_chain('chunked', chunk_bytes).train(train)
+    x = torch.randn(2, 23, C, dtype=torch.float64, requires_grad=True)
+    x_chunked = x.detach().clone().requires_grad_()
+    out, attn = run_chain(full, x)
+    out_chunked, attn_chunked = run_chain(chunked, x_chunked)
+    torch.testing.assert_close(out_chunked, out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(attn_chunked, attn, rtol=1e-10, atol=1e-12)
+
+    grad_out, grad_attn = torch.randn_like(out), torch.randn_like(attn)
+    ((out * grad_out).sum() + (attn * grad_attn).sum()).backward()
+    ((out_chunked * grad_out).sum() +
+     (attn_chunked * grad_attn).sum()).backward()
+    torch.testing.assert_close(x_chunked.grad, x.grad, rtol=1e-9, atol=1e-10)
+    assert_same_grads(full, chunked)
+    for (name, buf), (_, buf_chunked) in zip(full.named_buffers(),
+                                             chunked.named_buffers()):
+        torch.testing.assert_close(
+            buf_chunked.double(), buf.double(), msg=name, rtol=0, atol=1e-10)
+
+
+def test_chunks_really_are_chunks():
+    block = RefinedAttention(
+        C, HEADS, refine=True, impl='chunked', chunk_bytes=1)
+    assert block._chunk_rows(torch.zeros(2, 50, C)) == 1
+    block.chunk_bytes = 8 * 2 * 3 * HEADS * 50 * 4 * 7
+    assert block._chunk_rows(torch.zeros(2, 50, C)) == 7
+    assert rows_per_chunk(1, 36, 4201, 4, 256 * 2**20) == 55
+
+
+def test_auto_picks_chunks_for_large_maps():
+    block = RefinedAttention(C, HEADS, refine=True, chunk_bytes=2**20)
+    # 3 * heads * N * N * 4 bytes: 1.5 MiB at N = 181, 0.4 MiB at N = 91.
+    assert block._chunk_rows(torch.zeros(1, 91, C)) is None
+    assert block._chunk_rows(torch.zeros(1, 181, C)) is not None
+    block.impl = 'full'
+    assert block._chunk_rows(torch.zeros(1, 181, C)) is None
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
+def test_refiner_function_gradcheck(train):
+    block = randomise(RefinedAttention(8, 2, refine=True,
+                                       impl='chunked')).double()
+    block.train(train)
+    spec = block._refinement_spec()
+    attn = torch.rand(2, 2, 7, 7, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(2, 2, 7, 3, dtype=torch.float64, requires_grad=True)
+    # The running statistics change at every call in training mode; the
+    # function's output does not depend on them then.
+    assert torch.autograd.gradcheck(
+        lambda a, v, *p: chunked_refiner_attention(spec, a, v, 3),
+        (attn, value, *spec.weights),
+        fast_mode=True)
+
+
+def test_chained_function_gradcheck():
+    q, k, v = (
+        torch.randn(1, 2, 6, 4, dtype=torch.float64, requires_grad=True)
+        for _ in range(3))
+    prev = torch.rand(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *t: chunked_chained_attention(*t, 0.5, 4), (q, k, v, prev))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: chunked_chained_attention(q, k, v, None, 0.5, 1),
+        (q, k, v))
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
+def test_backbone_chunked_matches_full(train):
+    """The whole backbone at an odd size, outputs and input gradients."""
+    arch = dict(embed_dims=32, depth=4, num_heads=4)
+    full = randomise(
+        RefinerViT(
+            arch, out_indices=(1, 3), out_type='featmap',
+            attn_impl='full')).double().train(train)
+    chunked = copy.deepcopy(full)
+    for block in chunked.blocks:
+        block.attn.impl, block.attn.chunk_bytes = 'chunked', 100_000
+    x = torch.randn(2, 3, 80, 112, dtype=torch.float64, requires_grad=True)
+    x_chunked = x.detach().clone().requires_grad_()
+    outs, outs_chunked = full(x), chunked(x_chunked)
+    for out, out_chunked in zip(outs, outs_chunked):
+        assert out.shape == (2, 32, 5, 7)
+        torch.testing.assert_close(out_chunked, out, rtol=1e-9, atol=1e-9)
+    sum(o.square().sum() for o in outs).backward()
+    sum(o.square().sum() for o in outs_chunked).backward()
+    torch.testing.assert_close(x_chunked.grad, x.grad, rtol=1e-8, atol=1e-10)
+    assert_same_grads(full, chunked, rtol=1e-7, atol=1e-8)
+
+
+def test_chunked_training_refuses_map_dropout():
+    block = RefinedAttention(C, HEADS, impl='chunked', attn_drop_rate=0.1)
+    with pytest.raises(ValueError, match='no attention-map dropout'):
+        block(torch.randn(1, 5, C))
+    block.eval()
+    block(torch.randn(1, 5, C))
+
+
+def test_bad_impl_and_spec():
+    with pytest.raises(ValueError, match='impl must be one of'):
+        RefinedAttention(C, HEADS, impl='fast')
+    with pytest.raises(ValueError, match='chunk_bytes must be positive'):
+        RefinedAttention(C, HEADS, chunk_bytes=0)
+    block = RefinedAttention(C, HEADS, refine=True)
+    expand, depthwise, reduce = block.refinement.layers
+    with pytest.raises(ValueError, match='3x3 depthwise'):
+        RefinementSpec(expand.conv,
+                       torch.nn.Conv2d(12, 12, 5, padding=2, bias=False),
+                       reduce.conv, [expand.norm] * 4, [None] * 2, 1.)
