@@ -30,5 +30,33 @@ model = dict(
         dict(type='CutMix', alpha=1.0)
     ]))
 
+# timm's evaluation with crop ratio 0.9: resize the short side to
+# floor(224 / 0.9), crop the centre 224.
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=248,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
 train_dataloader = dict(batch_size=128)
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 auto_scale_lr = dict(base_batch_size=1024)
+
+# As released: 5 warm-up epochs, cosine to 1e-5, and an EMA of the weights
+# (decay 0.99996; the released checkpoints hold it as `state_dict_ema`).
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        end=5,
+        convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5)
+]
+custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]

@@ -14,10 +14,14 @@ from .checkpoint import safe_torch_load
 
 
 def convert_official_checkpoint(
-        src: str, dst: str, family: str,
+        src: str,
+        dst: str,
+        family: str,
         is_official: Callable[[Mapping[str, Tensor]], bool],
         to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]],
-        marker: str, converter: str) -> Dict[str, Tensor]:
+        marker: str,
+        converter: str,
+        container: Optional[str] = None) -> Dict[str, Tensor]:
     """Convert the official checkpoint ``src`` of ``family`` into ``dst``.
 
     Args:
@@ -30,14 +34,26 @@ def convert_official_checkpoint(
         marker (str): The key pattern official checkpoints have, for the
             error message.
         converter (str): Name recorded in the output's ``meta``.
+        container (str, optional): Take the weights under this key of the
+            checkpoint (e.g. ``'state_dict_ema'``) instead of the first of
+            ``state_dict``, ``model``, ``state_dict_ema``, ``model_ema`` that
+            it has. Defaults to None.
 
     Returns:
         dict: The converted weights.
 
     Raises:
-        ValueError: If ``src`` is not an official checkpoint of ``family``.
+        ValueError: If ``src`` is not an official checkpoint of ``family``,
+            or has no weights under ``container``.
     """
     checkpoint = safe_torch_load(src, map_location='cpu')
+    if container is not None:
+        if not (isinstance(checkpoint, Mapping)
+                and isinstance(checkpoint.get(container), Mapping)):
+            keys = list(checkpoint) if isinstance(checkpoint, Mapping) else []
+            raise ValueError(f'{src} has no weights under `{container}` '
+                             f'(its keys: {keys[:8]})')
+        checkpoint = checkpoint[container]
     state_dict = unwrap_state_dict(checkpoint, src)
     if not is_official(state_dict):
         raise ValueError(
@@ -45,15 +61,15 @@ def convert_official_checkpoint(
             f'`{marker}` keys (first keys: {list(state_dict)[:5]})')
     converted = to_mmcls(state_dict)
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save(
-        dict(
-            state_dict=converted,
-            meta=dict(converted_from=osp.basename(src), converter=converter)),
-        dst)
+    meta = dict(converted_from=osp.basename(src), converter=converter)
+    if container is not None:
+        meta['container'] = container
+    torch.save(dict(state_dict=converted, meta=meta), dst)
     return converted
 
 
-def run_converter_cli(family: str, convert: Callable[[str, str], dict],
+def run_converter_cli(family: str,
+                      convert: Callable[[str, str], dict],
                       argv: Optional[Sequence[str]] = None) -> None:
     """Command line of a converter script: ``SRC DST``."""
     parser = argparse.ArgumentParser(

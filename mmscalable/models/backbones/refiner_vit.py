@@ -18,6 +18,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
+from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
@@ -25,7 +26,27 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
 from ..layers import RefinedAttention
-from ..utils import check_image_input, parse_arch, parse_out_indices
+from ..utils import (check_image_input, is_official_refiner,
+                     load_pretrained_backbone, parse_arch, parse_out_indices,
+                     refiner_official_to_mmcls)
+
+
+def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
+                     dst_grid: Sequence[int]) -> Tensor:
+    """Resize a position embedding (1, 1 + h * w, C) with the class token's
+    first from an (h, w) grid of patches to ``dst_grid``.
+
+    Bilinear with aligned corners, as the released fine-tuning code does; the
+    class token's embedding is kept.
+    """
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    patch_pos = patch_pos.transpose(1, 2).reshape(1, -1, *src_grid)
+    patch_pos = F.interpolate(
+        patch_pos.float(),
+        size=tuple(dst_grid),
+        mode='bilinear',
+        align_corners=True).to(pos_embed.dtype)
+    return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
 
 class RefinerBlock(BaseModule):
@@ -282,6 +303,11 @@ class RefinerViT(BaseModule):
             self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
 
     def init_weights(self):
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            self._load_pretrained(self.init_cfg['checkpoint'],
+                                  self.init_cfg.get('prefix') or '')
+            return
         super().init_weights()
         if self.init_cfg is None:
             # The official initialization: timm's for Linear, LayerNorm and
@@ -297,6 +323,58 @@ class RefinerViT(BaseModule):
                 elif isinstance(m, nn.Conv2d):
                     m.reset_parameters()
 
+    def _load_pretrained(self, checkpoint: str, prefix: str) -> None:
+        """Load official checkpoints (converted on the fly) or mmscalable
+        ones (a converted classifier: ``prefix='backbone.'``); a position
+        embedding made for another grid of patches (L trained at 448, a dense
+        model's ``img_size``) is resized to the model's grid."""
+        logger = MMLogger.get_current_instance()
+
+        def other_grid(pos_embed):
+            return (pos_embed is not None and pos_embed.dim() == 3
+                    and pos_embed.shape[1] != self.pos_embed.shape[1]
+                    and pos_embed.shape[2] == self.pos_embed.shape[2])
+
+        def needs_conversion(state_dict):
+            return (is_official_refiner(state_dict)
+                    or other_grid(state_dict.get(prefix + 'pos_embed')))
+
+        def to_classifier_keys(state_dict):
+            if is_official_refiner(state_dict):
+                state_dict = refiner_official_to_mmcls(state_dict)
+            else:  # mmscalable weights for another grid
+                state_dict = {
+                    'backbone.' + k[len(prefix):]: v
+                    for k, v in state_dict.items() if k.startswith(prefix)
+                }
+            pos_embed = state_dict.get('backbone.pos_embed')
+            if other_grid(pos_embed):
+                num_patches = pos_embed.shape[1] - 1
+                side = int(round(num_patches**0.5))
+                if side * side != num_patches:
+                    raise ValueError(
+                        f'{checkpoint}: pos_embed of shape '
+                        f'{tuple(pos_embed.shape)} is not for a square grid '
+                        'of patches; cannot resize it to the '
+                        f'{self.pos_grid[0]}x{self.pos_grid[1]} grid of '
+                        f'{type(self).__name__}')
+                state_dict['backbone.pos_embed'] = resize_pos_embed(
+                    pos_embed, (side, side), self.pos_grid)
+                print_log(
+                    f'Resized pos_embed of {checkpoint} from {side}x{side} '
+                    f'to {self.pos_grid[0]}x{self.pos_grid[1]} patches',
+                    logger=logger)
+            return state_dict
+
+        load_pretrained_backbone(
+            self,
+            checkpoint,
+            prefix=prefix or None,
+            official_converter=to_classifier_keys,
+            is_official=needs_conversion,
+            optional_missing=('norm.', ),
+            logger=logger)
+
     def resized_pos_embed(self, grid: Sequence[int]) -> Tensor:
         """The position embedding for a (h, w) token grid.
 
@@ -305,13 +383,7 @@ class RefinerViT(BaseModule):
         """
         if tuple(grid) == self.pos_grid:
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        patch_pos = patch_pos.transpose(1, 2).reshape(1, self.embed_dims,
-                                                      *self.pos_grid)
-        patch_pos = F.interpolate(
-            patch_pos, size=tuple(grid), mode='bilinear', align_corners=True)
-        return torch.cat(
-            [cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+        return resize_pos_embed(self.pos_embed, self.pos_grid, grid)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,0 +1,260 @@
+"""Official Refiner-ViT checkpoints: conversion, logits parity, loading."""
+import argparse
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmscalable.models import RefinerViT
+from mmscalable.models.utils import (refiner_mmcls_to_official,
+                                     refiner_official_to_mmcls)
+from reference.official_refiner import OfficialRefinerViT
+
+TINY = dict(embed_dims=48, depth=4, num_heads=4)
+SIZE = 64  # a 4 x 4 grid of patches
+CLS_CONFIG = 'configs/refiner/refiner-vit-s_8xb128_in1k.py'
+
+
+def randomised_official(seed, img_size=SIZE, **arch):
+    torch.manual_seed(seed)
+    official = OfficialRefinerViT(
+        **dict(TINY, **arch), img_size=img_size, num_classes=10).eval()
+    # Random norms, biases, layer scales and BN statistics so that a swapped
+    # tensor shows in the outputs.
+    with torch.no_grad():
+        for p in official.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for name, buf in official.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(torch.randn_like(buf) * 0.1)
+            elif name.endswith('running_var'):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+    return official
+
+
+def save_official(path, **containers):
+    # As timm's CheckpointSaver writes them.
+    torch.save(
+        dict(
+            epoch=300,
+            arch='Refiner_ViT_S',
+            args=argparse.Namespace(model='Refiner_ViT_S'),
+            **containers), path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def official_checkpoint(tmp_path_factory):
+    official, ema = randomised_official(0), randomised_official(1)
+    path = save_official(
+        tmp_path_factory.mktemp('ckpt') / 'official.pth.tar',
+        state_dict=official.state_dict(),
+        state_dict_ema=ema.state_dict())
+    return official, ema, path
+
+
+@pytest.fixture(scope='module')
+def converted_checkpoint(official_checkpoint, tmp_path_factory):
+    from tools.model_converters.refiner2mmscalable import convert
+    path = str(tmp_path_factory.mktemp('ckpt') / 'converted.pth')
+    return convert(official_checkpoint[2], path), path
+
+
+def tiny_classifier_cfg():
+    cfg = Config.fromfile(CLS_CONFIG)
+    cfg.model.backbone.arch = dict(TINY)
+    cfg.model.backbone.img_size = SIZE
+    cfg.model.backbone.drop_path_rate = 0.
+    cfg.model.head.in_channels = TINY['embed_dims']
+    cfg.model.head.num_classes = 10
+    return cfg
+
+
+def pretrained(checkpoint, prefix=None, img_size=SIZE, **kwargs):
+    init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
+    if prefix:
+        init_cfg['prefix'] = prefix
+    backbone = RefinerViT(
+        arch=TINY, img_size=img_size, init_cfg=init_cfg, **kwargs)
+    backbone.init_weights()
+    return backbone.eval()
+
+
+def test_key_rules_round_trip(official_checkpoint):
+    from mmpretrain.registry import MODELS
+    official = official_checkpoint[0]
+    state = official.state_dict()
+    converted = refiner_official_to_mmcls(state)
+    assert list(refiner_mmcls_to_official(converted)) == list(state)
+    model_state = MODELS.build(tiny_classifier_cfg().model).state_dict()
+    assert {
+        k: v.shape
+        for k, v in converted.items()
+    } == {
+        k: v.shape
+        for k, v in model_state.items()
+    }
+
+
+@pytest.mark.parametrize('size', [(SIZE, SIZE), (96, 80)])
+def test_converted_checkpoint_gives_official_logits(official_checkpoint,
+                                                    converted_checkpoint,
+                                                    size):
+    from mmpretrain import get_model
+    official = official_checkpoint[0]
+    model = get_model(
+        tiny_classifier_cfg(), pretrained=converted_checkpoint[1])
+    model.eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = official(x)
+        logits = model(x, mode='tensor')
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_backbone_loads_official_checkpoint(official_checkpoint):
+    official, _, path = official_checkpoint
+    backbone = pretrained(path)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        (tokens, ) = backbone(x)
+        expected = official.forward_features(x)
+    torch.testing.assert_close(tokens, expected, rtol=1e-4, atol=1e-5)
+
+    # Training mode: batch statistics in the stem and the map refinement.
+    backbone.train()
+    official = copy.deepcopy(official).train()
+    torch.testing.assert_close(
+        backbone(x)[0], official.forward_features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_dense_backbone_loads_classifier_checkpoint_with_prefix(
+        official_checkpoint, converted_checkpoint):
+    official = official_checkpoint[0]
+    state, path = converted_checkpoint
+    backbone = pretrained(
+        path, prefix='backbone.', out_indices=(1, 3), out_type='featmap')
+    # Refiner blocks' value projection is the official `attn.qkv`.
+    torch.testing.assert_close(backbone.blocks[1].attn.v.weight,
+                               official.blocks[1].attn.qkv.weight)
+    torch.testing.assert_close(backbone.blocks[3].ffn.gamma2.weight,
+                               state['backbone.blocks.3.ffn.gamma2.weight'])
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        mid, last = backbone(x)
+        expected = official.forward_features(x)
+    assert mid.shape == (1, 48, 6, 8)
+    torch.testing.assert_close(
+        last,
+        expected[:, 1:].transpose(1, 2).reshape(1, 48, 6, 8),
+        rtol=1e-4,
+        atol=1e-5)
+
+
+@pytest.mark.parametrize('source', ['official', 'converted', 'bare'])
+@pytest.mark.parametrize('img_size', [96, (96, 128)])
+def test_position_embedding_of_another_grid_is_resized(official_checkpoint,
+                                                       converted_checkpoint,
+                                                       tmp_path, source,
+                                                       img_size):
+    official, _, path = official_checkpoint
+    prefix = None
+    if source == 'converted':
+        path, prefix = converted_checkpoint[1], 'backbone.'
+    elif source == 'bare':
+        path = str(tmp_path / 'backbone.pth')
+        torch.save(pretrained(official_checkpoint[2]).state_dict(), path)
+    backbone = pretrained(path, prefix=prefix, img_size=img_size)
+    grid = backbone.pos_grid
+    assert backbone.pos_embed.shape == (1, 1 + grid[0] * grid[1], 48)
+    # What the model made for the checkpoint's grid uses at this grid.
+    expected = pretrained(official_checkpoint[2]).resized_pos_embed(grid)
+    torch.testing.assert_close(backbone.pos_embed, expected)
+    torch.testing.assert_close(backbone.pos_embed[:, 0], official.pos_embed[:,
+                                                                            0])
+    x = torch.randn(1, 3, 16 * grid[0], 16 * grid[1])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backbone(x)[0], official.forward_features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_position_embedding_of_unknown_grid_is_refused(tmp_path):
+    state = RefinerViT(arch=TINY, img_size=(48, 64)).state_dict()
+    path = tmp_path / 'wide.pth'
+    torch.save({'state_dict': state}, path)
+    with pytest.raises(
+            ValueError,
+            match=r'pos_embed of shape \(1, 13, 48\) is not for a square '
+            r'grid of patches; cannot resize it to the 4x4 grid'):
+        pretrained(str(path))
+
+
+def test_final_norm_is_optional(tmp_path):
+    state = RefinerViT(arch=TINY, img_size=SIZE, final_norm=False).state_dict()
+    path = tmp_path / 'no_norm.pth'
+    torch.save({'state_dict': state}, path)
+    backbone = pretrained(str(path))
+    torch.testing.assert_close(backbone.blocks[2].attn.qkv.weight,
+                               state['blocks.2.attn.qkv.weight'])
+    torch.testing.assert_close(backbone.norm.weight, torch.ones(48))
+
+
+def test_ema_weights_selection(official_checkpoint, tmp_path, capsys):
+    from tools.model_converters.refiner2mmscalable import convert, main
+    official, ema, path = official_checkpoint
+    default = convert(path, str(tmp_path / 'default.pth'))
+    torch.testing.assert_close(default['head.aux_fc.weight'],
+                               official.aux_head.weight)
+
+    main([path, str(tmp_path / 'ema.pth'), '--ema'])
+    assert 'state_dict_ema' in capsys.readouterr().out
+    saved = torch.load(tmp_path / 'ema.pth', weights_only=True)
+    assert saved['meta']['container'] == 'state_dict_ema'
+    torch.testing.assert_close(saved['state_dict']['head.aux_fc.weight'],
+                               ema.aux_head.weight)
+
+    # Only EMA weights: they are taken without --ema.
+    only_ema = save_official(
+        tmp_path / 'only_ema.pth.tar', state_dict_ema=ema.state_dict())
+    converted = convert(only_ema, str(tmp_path / 'only_ema.pth'))
+    torch.testing.assert_close(converted['backbone.pos_embed'], ema.pos_embed)
+
+    no_ema = save_official(
+        tmp_path / 'no_ema.pth.tar', state_dict=official.state_dict())
+    with pytest.raises(
+            ValueError,
+            match='has no weights under '
+            r'`state_dict_ema` \(its keys: .*state_dict'):
+        convert(no_ema, str(tmp_path / 'out.pth'), ema=True)
+
+
+def test_converter_refuses_other_checkpoints(tmp_path):
+    from tools.model_converters.refiner2mmscalable import convert
+    path = tmp_path / 'groupmixformer.pth'
+    torch.save({'model': {'conv_stem.proj1.weight': torch.ones(1)}}, path)
+    with pytest.raises(ValueError, match='not an official Refiner-ViT'):
+        convert(str(path), str(tmp_path / 'out.pth'))
+
+
+def test_checkpoint_with_mismatched_shapes_is_refused(tmp_path):
+    other = RefinerViT(arch=dict(TINY, num_heads=6), img_size=SIZE)
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': other.state_dict()}, path)
+    with pytest.raises(
+            ValueError,
+            match=r'blocks.1.attn.refinement.layers.0.conv.weight: '
+            r'checkpoint \(18, 6, 1, 1\) vs model \(12, 4, 1, 1\)'):
+        pretrained(str(path))
+
+    # An official checkpoint of other widths (and grid) is not resized but
+    # refused, naming the tensors.
+    path = save_official(
+        tmp_path / 'wide.pth.tar',
+        state_dict=randomised_official(0, img_size=96,
+                                       embed_dims=64).state_dict())
+    with pytest.raises(
+            ValueError,
+            match=r'pos_embed: checkpoint \(1, 37, 64\) vs model '
+            r'\(1, 17, 48\)'):
+        pretrained(path)

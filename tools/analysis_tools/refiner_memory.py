@@ -1,0 +1,132 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Peak memory and time of Refiner-ViT's chunked refined attention against
+the straightforward computation.
+
+Each case runs in a fresh process; on a GPU it reports the peak of
+``torch.cuda.max_memory_allocated``, on the CPU the peak resident memory
+above what the process held before the step (with glibc told to return every
+freed block of 64 KiB or more, so that the resident size follows the live
+tensors). A case that runs out of memory is reported as such.
+
+Example:
+    python tools/analysis_tools/refiner_memory.py --arch s \\
+        --case infer:512x512:2 --case train:512x512:2 \\
+        --impl full chunked --out docs/refiner_memory.json
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def run_case(arch: str, impl: str, mode: str, height: int, width: int,
+             batch: int, device: str, norm_eval: bool) -> dict:
+    """One forward (inference) or forward + backward (training) of the
+    backbone with four dense outputs, in this process."""
+    import torch
+
+    from mmscalable.models import RefinerViT
+    torch.manual_seed(0)
+    model = RefinerViT(
+        arch,
+        out_indices=(3, 7, 11, 15) if arch == 's' else (7, 15, 23, 31),
+        out_type='featmap',
+        norm_eval=norm_eval,
+        attn_impl=impl).to(device)
+    model.train(mode == 'train')
+    images = torch.randn(batch, 3, height, width, device=device)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = _rss_bytes()
+    start = time.perf_counter()
+    if mode == 'train':
+        outs = model(images)
+        sum(out.square().mean() for out in outs).backward()
+    else:
+        with torch.no_grad():
+            model(images)
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return dict(
+        seconds=round(time.perf_counter() - start, 2),
+        peak_gib=round(peak / 2**30, 3))
+
+
+def parse_case(text: str):
+    mode, size, batch = text.split(':')
+    if mode not in ('infer', 'train'):
+        raise argparse.ArgumentTypeError(f'mode must be infer or train: {text}')
+    height, width = (int(v) for v in size.split('x'))
+    return mode, height, width, int(batch)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--arch', default='s')
+    parser.add_argument(
+        '--case',
+        action='append',
+        type=parse_case,
+        required=True,
+        help='MODE:HxW:BATCH, e.g. train:512x512:2 (repeatable)')
+    parser.add_argument(
+        '--impl', nargs='+', default=['full', 'chunked'],
+        choices=['full', 'chunked', 'auto'])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--norm-eval',
+        action='store_true',
+        help='frozen map BatchNorm statistics in training')
+    parser.add_argument('--out', help='JSON file for the results')
+    parser.add_argument('--single', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.single:  # A child process: one case, JSON on stdout.
+        impl, mode, h, w, b = args.single.split(',')
+        print(json.dumps(
+            run_case(args.arch, impl, mode, int(h), int(w), int(b),
+                     args.device, args.norm_eval)))
+        return
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    results = []
+    for mode, height, width, batch in args.case:
+        for impl in args.impl:
+            cmd = [
+                sys.executable, __file__, '--arch', args.arch, '--device',
+                args.device, '--case', 'infer:1x1:1', '--single',
+                f'{impl},{mode},{height},{width},{batch}'
+            ] + (['--norm-eval'] if args.norm_eval else [])
+            proc = subprocess.run(cmd, env=env, capture_output=True,
+                                  text=True)
+            row = dict(arch=args.arch, impl=impl, mode=mode,
+                       size=f'{height}x{width}', batch=batch,
+                       device=args.device,
+                       map_norm='frozen' if args.norm_eval else 'batch')
+            if proc.returncode == 0:
+                row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+            else:
+                tail = (proc.stderr or '').strip().splitlines()[-1:]
+                row.update(error=f'exit {proc.returncode}: {" ".join(tail)}')
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
