@@ -1,20 +1,6 @@
-_base_ = './refiner-vit-s_8xb128_in1k.py'
+_base_ = './refiner-vit-m_8xb128_in1k.py'
 
+# Evaluated with crop ratio 1.0 as M (the released default config of L has
+# 1.13: a 198 resize and a padded 224 crop).
 model = dict(
     backbone=dict(arch='l', drop_path_rate=0.2), head=dict(in_channels=512))
-
-# The released default config of L has crop ratio 1.13 (a 198 resize and a
-# padded 224 crop); this evaluates with ratio 1.0.
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

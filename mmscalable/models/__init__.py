@@ -9,6 +9,7 @@ import importlib.util
 
 from .backbones import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
+from .necks import *  # noqa: F401,F403
 
 if importlib.util.find_spec('mmpretrain') is not None:
     from .heads import *  # noqa: F401,F403
