@@ -90,6 +90,108 @@ def test_config_builds_its_model(config):
     assert (dims if isinstance(dims, int) else dims[0]) == variants[arch]
 
 
+REFINER_DENSE_CONFIGS = sorted(
+    p for p in CONFIGS if p.startswith('configs/refiner/')
+    and not osp.basename(p).startswith('refiner-vit'))
+
+
+@pytest.mark.parametrize('config', REFINER_DENSE_CONFIGS)
+def test_refiner_dense_recipes(config):
+    """What the Refiner dense configs promise: pretrained S/M/L backbones
+    with frozen map BatchNorm and stride-16 outputs of refiner blocks, the
+    mmseg ViT UperNet recipe or ViTDet's simple feature pyramid."""
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    arch = osp.basename(config).split('refiner-vit-')[1][0]
+    dims = FAMILIES['refiner'][1][arch]
+    depth = dict(s=16, m=32, l=32)[arch]
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmscalable.RefinerViT'
+    assert backbone.arch == arch
+    assert backbone.drop_path_rate == dict(s=0.1, m=0.2, l=0.2)[arch]
+    assert backbone.out_type == 'featmap' and backbone.norm_eval
+    assert backbone.init_cfg == dict(
+        type='Pretrained',
+        checkpoint=f'checkpoints/refiner-vit-{arch}_in1k.pth',
+        prefix='backbone.')
+    # Outputs of refiner blocks (odd indices), the last one last.
+    assert all(i % 2 == 1 for i in backbone.out_indices)
+    assert backbone.out_indices[-1] == depth - 1
+    assert cfg.model.data_preprocessor.mean == [127.5] * 3
+    assert cfg.model.data_preprocessor.std == [127.5] * 3
+    paramwise = cfg.optim_wrapper.paramwise_cfg
+    assert paramwise.norm_decay_mult == 0
+    assert paramwise.custom_keys == dict(
+        pos_embed=dict(decay_mult=0.), cls_token=dict(decay_mult=0.))
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW'
+    if osp.basename(config).startswith('upernet'):
+        assert backbone.out_indices == tuple(
+            range(depth // 4 - 1, depth, depth // 4))
+        assert backbone.img_size == (512, 512)
+        # 'auto' would pick the straightforward maps at 512x512.
+        assert backbone.attn_impl == 'chunked'
+        neck = cfg.model.neck
+        assert neck.type == 'MultiLevelNeck'
+        assert neck.in_channels == [dims] * 4
+        assert neck.scales == [4, 2, 1, 0.5]
+        assert cfg.model.decode_head.in_channels == [neck.out_channels] * 4
+        assert cfg.model.auxiliary_head.in_channels == neck.out_channels
+        assert (optimizer.lr, optimizer.weight_decay) == (6e-5, 0.01)
+        assert cfg.train_cfg.max_iters == 160000
+    else:
+        assert backbone.out_indices == (depth - 1, )
+        # Chunked at 800x1333.
+        assert backbone.get('attn_impl', 'auto') in ('auto', 'chunked')
+        neck = cfg.model.neck
+        assert neck.type == 'mmscalable.SimpleFeaturePyramid'
+        assert (neck.in_channels, neck.out_channels, neck.num_outs) == (dims,
+                                                                        256, 5)
+        assert cfg.model.data_preprocessor.pad_size_divisor == 32
+        assert (optimizer.lr, optimizer.weight_decay) == (1e-4, 0.1)
+        assert cfg.optim_wrapper.clip_grad.max_norm > 0
+        assert cfg.train_cfg.max_epochs == 12
+
+
+@pytest.mark.parametrize('config', [
+    'configs/refiner/upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py',
+    'configs/refiner/mask-rcnn_refiner-vit-s_fpn_1x_coco.py'
+])
+def test_refiner_dense_weight_decay(config):
+    """The built optimizer decays weights but not the position embedding,
+    class token or any norm (LN, map BatchNorm, the neck's LN2d)."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.model.backbone.update(
+        arch=dict(embed_dims=32, depth=4, num_heads=4),
+        out_indices=(3, ),
+        init_cfg=None)
+    if cfg.model.neck.type == 'MultiLevelNeck':
+        cfg.model.backbone.out_indices = (0, 1, 2, 3)
+        cfg.model.neck.update(in_channels=[32] * 4, out_channels=32)
+        cfg.model.decode_head.in_channels = [32] * 4
+        cfg.model.auxiliary_head.in_channels = 32
+    else:
+        cfg.model.neck.in_channels = 32
+    model = build_model(cfg)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    wd = cfg.optim_wrapper.optimizer.weight_decay
+    decay = {}
+    for group in optim_wrapper.optimizer.param_groups:
+        for p in group['params']:
+            decay[p] = group['weight_decay']
+    backbone = model.backbone
+    for p in (backbone.pos_embed, backbone.cls_token, backbone.norm.weight,
+              backbone.blocks[0].norm1.weight,
+              backbone.blocks[1].attn.refined_norm.weight,
+              backbone.stem[0].bn.weight):
+        assert decay[p] == 0
+    assert decay[backbone.blocks[0].attn.qkv.weight] == wd
+    assert decay[backbone.patch_projection.weight] == wd
+    if cfg.model.neck.type == 'mmscalable.SimpleFeaturePyramid':
+        assert decay[model.neck.outputs[0][0].norm.weight] == 0
+        assert decay[model.neck.outputs[0][0].conv.weight] == wd
+
+
 def test_inherit_through_package_prefix(tmp_path):
     """A lab's config in another folder inherits ours with mmscalable::."""
     user_cfg = tmp_path / 'my_mask_rcnn.py'

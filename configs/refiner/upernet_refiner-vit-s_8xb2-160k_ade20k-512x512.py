@@ -43,9 +43,13 @@ model = dict(
         # and the stem): with 2 images per GPU, batch statistics of the
         # refined maps are noisy and cost extra passes over the maps; the
         # pretrained running statistics are kept, the affine weights train.
-        # The N x N maps are computed in exact chunks of query rows at this
-        # size (attn_impl='auto'), never all at once.
         norm_eval=True,
+        # The N x N maps in exact chunks of query rows, never all at once.
+        # 'auto' would take the straightforward path here (one image's maps
+        # of one block, 36 x 1025^2 floats for S, are under its 256 MiB
+        # threshold), which keeps every block's maps for backward: 18.7 GiB
+        # for the backbone of S at batch 2 against 2.1 GiB chunked (README).
+        attn_impl='chunked',
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(

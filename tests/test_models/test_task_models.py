@@ -15,27 +15,48 @@ TINY = dict(
     channel_ratios=[1, 1, 1, 1])
 GMF_TINY = dict(
     embed_dims=[40, 40, 80, 80], depths=[1, 1, 1, 1], mlp_ratios=[2] * 4)
-REFINER_TINY = dict(embed_dims=32, depth=4, num_heads=4)
+REFINER_TINY = dict(embed_dims=32, depth=8, num_heads=4)
+# The attention maps of the tiny Refiner in chunks of a few query rows (5 to
+# 9 chunks with their halos on the inputs below), as at dense-prediction
+# sizes; smaller chunks only make the tests slower.
+REFINER_CHUNK_BYTES = 400_000
 
 
-def tiny_refiner(backbone):
-    """A tiny Refiner-ViT in place of a dense config's S, with its
-    attention computed in chunks of a few rows."""
-    backbone.update(
+def refiner_dense_config(name, **backbone):
+    """A dense Refiner config with a tiny Refiner-ViT in place of S: the
+    config's own neck, heads wiring, preprocessing and norm_eval."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/refiner', name))
+    assert cfg.model.backbone.norm_eval
+    cfg.model.backbone.update(
         arch=copy.deepcopy(REFINER_TINY),
         init_cfg=None,
         attn_impl='chunked',
-        chunk_bytes=50_000)
+        chunk_bytes=REFINER_CHUNK_BYTES,
+        **backbone)
+    return cfg
 
 
 def mask_rcnn_config(family):
     if family == 'refiner':
-        cfg = Config.fromfile(
-            osp.join(ROOT,
-                     'configs/refiner/mask-rcnn_refiner-vit-s_fpn_1x_coco.py'))
-        tiny_refiner(cfg.model.backbone)
-        cfg.model.backbone.out_indices = (3, )
-        cfg.model.neck.in_channels = REFINER_TINY['embed_dims']
+        cfg = refiner_dense_config(
+            'mask-rcnn_refiner-vit-s_fpn_1x_coco.py', out_indices=(7, ))
+        cfg.model.neck.update(
+            in_channels=REFINER_TINY['embed_dims'], out_channels=64)
+        # Heads as small as the demo configs'.
+        cfg.merge_from_dict(
+            dict(
+                model=dict(
+                    rpn_head=dict(in_channels=64, feat_channels=64),
+                    roi_head=dict(
+                        bbox_roi_extractor=dict(out_channels=64),
+                        bbox_head=dict(
+                            in_channels=64, fc_out_channels=256,
+                            num_classes=3),
+                        mask_roi_extractor=dict(out_channels=64),
+                        mask_head=dict(
+                            in_channels=64,
+                            conv_out_channels=64,
+                            num_classes=3)))))
         return cfg
     cfg = Config.fromfile(
         osp.join(ROOT,
@@ -48,12 +69,11 @@ def mask_rcnn_config(family):
 
 def upernet_config(family):
     if family == 'refiner':
-        cfg = Config.fromfile(
-            osp.join(
-                ROOT, 'configs/refiner/'
-                'upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py'))
-        tiny_refiner(cfg.model.backbone)
-        cfg.model.backbone.update(img_size=128, out_indices=(0, 1, 2, 3))
+        # img_size as the config: the size of the crops.
+        cfg = refiner_dense_config(
+            'upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py',
+            img_size=128,
+            out_indices=(1, 3, 5, 7))
         cfg.model.data_preprocessor.size = (128, 128)
         dims = REFINER_TINY['embed_dims']
         cfg.model.neck.update(in_channels=[dims] * 4, out_channels=dims)
@@ -67,6 +87,19 @@ def upernet_config(family):
     cfg.model.decode_head.in_channels = arch['embed_dims']
     cfg.model.auxiliary_head.in_channels = arch['embed_dims'][2]
     return cfg
+
+
+def assert_every_backbone_parameter_has_a_gradient(model):
+    """The chunked refined attention's backward reaches every parameter
+    (norm_eval freezes BatchNorm statistics, not the affine weights)."""
+    missing = [
+        name for name, p in model.backbone.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
+    assert not missing, missing
+    assert model.backbone.norm_eval
+    assert not any(m.training for m in model.backbone.modules()
+                   if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_attention_modules_build_from_every_task_registry():
@@ -117,12 +150,18 @@ def test_mask_rcnn_loss_and_predict(family):
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     model.init_weights()
+    # As the runner does before training (norm_eval acts in train()).
+    model.train()
     packed = demo_mm_inputs(
         2, [[3, 96, 128], [3, 80, 100]], num_classes=3, with_mask=True)
     data = model.data_preprocessor(packed, True)
     # The RoI heads read NCHW-contiguous maps (mmcv's CPU RoIAlign misreads
     # channels-last ones).
-    assert all(f.is_contiguous() for f in model.extract_feat(data['inputs']))
+    feats = model.extract_feat(data['inputs'])
+    assert all(f.is_contiguous() for f in feats)
+    # Strides 4 to 32 of the padded batch (96 x 128), and P6.
+    assert [tuple(f.shape[2:]) for f in feats] == [(24, 32), (12, 16), (6, 8),
+                                                   (3, 4), (2, 2)]
     losses = model(**data, mode='loss')
     # RPN losses are lists over FPN levels.
     total = sum(
@@ -131,6 +170,8 @@ def test_mask_rcnn_loss_and_predict(family):
     assert torch.isfinite(total)
     total.backward()
     assert next(model.backbone.parameters()).grad is not None
+    if family == 'refiner':
+        assert_every_backbone_parameter_has_a_gradient(model)
     model.eval()
     with torch.no_grad():
         results = model(
@@ -149,6 +190,8 @@ def test_upernet_loss_and_predict(family):
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     model.init_weights()
+    # As the runner does before training (norm_eval acts in train()).
+    model.train()
     inputs, samples = [], []
     for _ in range(2):
         inputs.append(torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8))
@@ -167,6 +210,8 @@ def test_upernet_loss_and_predict(family):
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total)
     total.backward()
+    if family == 'refiner':
+        assert_every_backbone_parameter_has_a_gradient(model)
     model.eval()
     with torch.no_grad():
         results = model(

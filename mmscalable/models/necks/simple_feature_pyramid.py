@@ -39,10 +39,9 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.normalized_shape[0]:
-            raise ValueError(
-                f'{type(self).__name__} expects (B, '
-                f'{self.normalized_shape[0]}, H, W) maps, got '
-                f'{tuple(x.shape)}')
+            raise ValueError(f'{type(self).__name__} expects (B, '
+                             f'{self.normalized_shape[0]}, H, W) maps, got '
+                             f'{tuple(x.shape)}')
         x = F.layer_norm(
             x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
             self.bias, self.eps)
