@@ -75,7 +75,6 @@ class _MapNormSpec:
     def __init__(self, norm: _BatchNorm):
         self.module = norm
         self.eps = norm.eps
-        self.affine = norm.affine
         # Batch statistics in training mode, or without running statistics.
         self.batch_stats = norm.training or norm.running_mean is None
 
