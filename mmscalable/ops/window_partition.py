@@ -124,8 +124,14 @@ def window_reverse_reference(windows: Tensor, window_size: int, H: int,
 
 
 def _kernels_for(tensor: Tensor):
-    """The compiled ops module if it has a kernel for ``tensor``, else None."""
-    if tensor.dtype not in _EXT_DTYPES:
+    """The compiled ops module if it has a kernel for ``tensor``, else None.
+
+    Under ``torch.compile`` the reference is traced instead: the compiler
+    fuses its pad and copies into the neighbouring kernels, where an opaque
+    extension call would break the graph (and, with the stages' different
+    sizes, make it recompile the blocks with dynamic shapes).
+    """
+    if tensor.dtype not in _EXT_DTYPES or torch.compiler.is_compiling():
         return None
     ext = load_ext()
     if ext is None:

@@ -56,6 +56,8 @@ class GroupMixBlock(BaseModule):
         ffn_act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
         with_cp (bool): Recompute the block in backward to save memory.
             Defaults to False.
+        attn_impl (str): The attention's ``impl``, ``'fast'`` or
+            ``'reference'``. Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -71,6 +73,7 @@ class GroupMixBlock(BaseModule):
                  act_cfg: dict = dict(type='HSwish'),
                  ffn_act_cfg: dict = dict(type='GELU'),
                  with_cp: bool = False,
+                 attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
@@ -82,7 +85,8 @@ class GroupMixBlock(BaseModule):
             qkv_bias=qkv_bias,
             proj_drop_rate=drop_rate,
             norm_cfg=norm_cfg,
-            act_cfg=act_cfg)
+            act_cfg=act_cfg,
+            impl=attn_impl)
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(block_norm_cfg, embed_dims)[1]
@@ -204,6 +208,10 @@ class GroupMixFormer(BaseModule):
         ffn_act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
+        attn_impl (str): How the attentions are computed: ``'fast'`` (fused
+            segment convs and norms) or ``'reference'`` (one module per
+            segment as in the official code; same weights, same results, for
+            benchmarks). Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. ``type='Pretrained'``
             loads a checkpoint of this backbone, of an mmpretrain classifier
             (with ``prefix='backbone.'``) or an official GroupMixFormer
@@ -262,6 +270,7 @@ class GroupMixFormer(BaseModule):
                  act_cfg: dict = dict(type='HSwish'),
                  ffn_act_cfg: dict = dict(type='GELU'),
                  with_cp: bool = False,
+                 attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = parse_arch(arch, self.arch_zoo,
@@ -318,7 +327,8 @@ class GroupMixFormer(BaseModule):
                         drop_rate=drop_rate,
                         block_norm_cfg=block_norm_cfg,
                         ffn_act_cfg=ffn_act_cfg,
-                        with_cp=with_cp)))
+                        with_cp=with_cp,
+                        attn_impl=attn_impl)))
             stage_in_channels = self.embed_dims[i]
         last = self.num_stages - 1
         if final_norm:

@@ -56,6 +56,8 @@ class ScalableViTBlock(BaseModule):
             Defaults to ``dict(type='LN', eps=1e-6)``.
         with_cp (bool): Recompute the block in backward to save memory.
             Defaults to False.
+        attn_impl (str): The attention's ``impl``, ``'fast'`` or
+            ``'reference'``. Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -75,6 +77,7 @@ class ScalableViTBlock(BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  with_cp: bool = False,
+                 attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
@@ -86,7 +89,8 @@ class ScalableViTBlock(BaseModule):
                 window_size=window_size,
                 qkv_bias=qkv_bias,
                 attn_drop_rate=attn_drop_rate,
-                proj_drop_rate=drop_rate)
+                proj_drop_rate=drop_rate,
+                impl=attn_impl)
         elif attn_type == 'ssa':
             self.attn = ScalableSelfAttention(
                 embed_dims,
@@ -96,7 +100,8 @@ class ScalableViTBlock(BaseModule):
                 qkv_bias=qkv_bias,
                 shared_kv=shared_kv,
                 attn_drop_rate=attn_drop_rate,
-                proj_drop_rate=drop_rate)
+                proj_drop_rate=drop_rate,
+                impl=attn_impl)
         else:
             raise ValueError(
                 f"attn_type must be 'iwsa' or 'ssa', got {attn_type!r}")
@@ -218,6 +223,10 @@ class ScalableViT(BaseModule):
         act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
+        attn_impl (str): How the attentions are computed: ``'fast'`` (fused
+            ``F.scaled_dot_product_attention``) or ``'reference'`` (explicit
+            softmax as in the official code; same weights, same results, for
+            benchmarks). Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. ``type='Pretrained'``
             loads a checkpoint of this backbone, of an mmpretrain classifier
             (with ``prefix='backbone.'``) or an official ScalableViT
@@ -267,6 +276,7 @@ class ScalableViT(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  with_cp: bool = False,
+                 attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = parse_arch(
@@ -309,7 +319,8 @@ class ScalableViT(BaseModule):
                         drop_rate=drop_rate,
                         attn_drop_rate=attn_drop_rate,
                         act_cfg=act_cfg,
-                        with_cp=with_cp)))
+                        with_cp=with_cp,
+                        attn_impl=attn_impl)))
             stage_in_channels = self.embed_dims[i]
 
         for i in self.out_indices:

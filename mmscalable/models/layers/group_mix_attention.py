@@ -5,11 +5,19 @@ Transformers with Group-Mix Attention", 2023).
 Takes tokens ``x`` of shape (B, N, C) with ``N = H * W`` in raster order and
 the map size ``hw_shape = (H, W)``, like the attentions of mmseg's MiT and
 mmscalable's ScalableViT.
+
+``impl='reference'`` runs one conv module per segment and per head group, as
+the official code does. ``impl='fast'`` computes the same with the
+segments' depthwise convs as one conv (kernels zero-padded to the largest
+size), their pointwise convs as one grouped conv, and the segment norms as
+one BatchNorm; with frozen statistics the norms are folded into the convs and
+the fused weights are kept between inference calls.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import (DepthwiseSeparableConvModule, build_activation_layer,
                       build_norm_layer)
 from mmengine.model import BaseModule, ModuleList
@@ -17,6 +25,7 @@ from torch import Tensor
 
 from mmscalable.registry import MODELS
 from .conv_position_encoding import map_to_tokens
+from .fast_paths import InferenceCache, check_impl, fold_batch_norm, pad_kernel
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -29,14 +38,20 @@ class ConvRelativePositionEncoding(BaseModule):
         head_dims (int): Channels per head.
         head_splits (dict[int, int]): ``{kernel_size: num_heads}`` in head
             order, e.g. ``{3: 2, 5: 3, 7: 3}``.
+        fused (bool): Run the head groups' convs as one depthwise conv with
+            zero-padded kernels. Defaults to True.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
     def __init__(self,
                  head_dims: int,
                  head_splits: Dict[int, int],
+                 fused: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.fused = fused
+        self.kernel_size = max(head_splits)
+        self._cache = InferenceCache()
         self.channel_splits = [
             num_heads * head_dims for num_heads in head_splits.values()
         ]
@@ -63,12 +78,29 @@ class ConvRelativePositionEncoding(BaseModule):
             Tensor: (B, heads, N, head_dims).
         """
         B, num_heads, N, head_dims = q.shape
-        encoded = torch.cat([
-            conv(v)
-            for conv, v in zip(self.convs,
-                               value_map.split(self.channel_splits, dim=1))
-        ], dim=1)
+        if self.fused:
+            weight, bias = self._cache.get(self._sources(),
+                                           self._fused_weights)
+            encoded = F.conv2d(
+                value_map,
+                weight,
+                bias,
+                padding=self.kernel_size // 2,
+                groups=weight.shape[0])
+        else:
+            encoded = torch.cat([
+                conv(v) for conv, v in zip(
+                    self.convs, value_map.split(self.channel_splits, dim=1))
+            ], dim=1)
         return q * encoded.reshape(B, num_heads, head_dims, N).transpose(-2, -1)
+
+    def _sources(self) -> List[Tensor]:
+        return [p for conv in self.convs for p in (conv.weight, conv.bias)]
+
+    def _fused_weights(self):
+        weight = torch.cat(
+            [pad_kernel(conv.weight, self.kernel_size) for conv in self.convs])
+        return weight, torch.cat([conv.bias for conv in self.convs])
 
 
 @MODELS.register_module()
@@ -108,8 +140,12 @@ class GroupMixAttention(BaseModule):
             uses SyncBN). Defaults to ``dict(type='BN')``.
         local_norm_cfg (dict): Norm of the non-attended branch.
             Defaults to ``dict(type='LN', eps=1e-5)``.
-        act_cfg (dict): Activation of the aggregators.
+        act_cfg (dict): Activation of the aggregators; parameter-free in the
+            fast path, which applies one to all segments.
             Defaults to ``dict(type='HSwish')``.
+        impl (str): ``'fast'`` (fused segment convs and norms) or
+            ``'reference'`` (one module per segment, as the official code).
+            Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -124,8 +160,10 @@ class GroupMixAttention(BaseModule):
                  norm_cfg: dict = dict(type='BN'),
                  local_norm_cfg: dict = dict(type='LN', eps=1e-5),
                  act_cfg: dict = dict(type='HSwish'),
+                 impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.impl = check_impl(impl)
         num_segments = len(proxy_kernel_sizes) + 2
         if embed_dims % num_segments != 0:
             raise ValueError(
@@ -181,10 +219,140 @@ class GroupMixAttention(BaseModule):
             dw_act_cfg=None)
         self.local_norm = build_norm_layer(local_norm_cfg, segment_dims)[1]
         self.local_act = build_activation_layer(act_cfg)
-        self.crpe = ConvRelativePositionEncoding(self.head_dims,
-                                                 crpe_head_splits)
+        self.crpe = ConvRelativePositionEncoding(
+            self.head_dims, crpe_head_splits, fused=self.impl == 'fast')
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
+        if self.impl == 'fast' and any(True for _ in
+                                       self.token_act.parameters()):
+            raise ValueError('The fast GroupMixAttention applies one '
+                             'activation to all segments, so it must be '
+                             f'parameter-free; got {act_cfg}')
+        self.proxy_kernel_size = max(proxy_kernel_sizes)
+        self._cache = InferenceCache()
+
+    @property
+    def segment_norms(self) -> List[nn.Module]:
+        """The norms of the attended segments, token segment first."""
+        return [self.token_norm] + [
+            aggregate.pointwise_conv.norm
+            for aggregate in self.proxy_aggregators
+        ]
+
+    def _reference_segments(self, segments: Sequence[Tensor]) -> Tensor:
+        """One module per segment, as the official code."""
+        attended = [self.token_act(self.token_norm(segments[0]))]
+        attended += [
+            aggregate(segment) for aggregate, segment in zip(
+                self.proxy_aggregators, segments[1:-1])
+        ]
+        return torch.cat(attended, dim=1)
+
+    def _fast_segments(self, qkv: Tensor) -> Tensor:
+        """All attended segments with one conv, one grouped conv, one norm.
+
+        The proxy segments are contiguous channels of ``qkv``; their
+        depthwise kernels, zero-padded to the largest size, and their
+        pointwise kernels, as groups, make one conv each.
+        """
+        seg = self.segment_dims
+        num_proxies = len(self.proxy_aggregators)
+        proxies = qkv[:, seg:(num_proxies + 1) * seg]
+        norms = self.segment_norms
+        frozen = all(
+            isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
+            and n.running_mean is not None for n in norms)
+        if frozen:
+            dw_weight, pw_weight, pw_bias, token_scale, token_shift = (
+                self._cache.get(self._fused_sources(norms),
+                                lambda: self._fused_weights(norms, True)))
+        else:
+            dw_weight, pw_weight = self._fused_weights(norms, False)
+            pw_bias = None
+        proxies = F.conv2d(
+            proxies,
+            dw_weight,
+            padding=self.proxy_kernel_size // 2,
+            groups=proxies.shape[1])
+        proxies = F.conv2d(proxies, pw_weight, pw_bias, groups=num_proxies)
+        if frozen:
+            tokens = torch.addcmul(
+                token_shift.to(qkv.dtype).view(-1, 1, 1), qkv[:, :seg],
+                token_scale.to(qkv.dtype).view(-1, 1, 1))
+            attended = torch.cat([tokens, proxies], dim=1)
+        else:
+            attended = self._batch_norm_segments(
+                torch.cat([qkv[:, :seg], proxies], dim=1), norms)
+        return self.token_act(attended)
+
+    def _fused_sources(self, norms: Sequence[nn.Module]) -> List[Tensor]:
+        sources = []
+        for aggregate in self.proxy_aggregators:
+            sources += [
+                aggregate.depthwise_conv.conv.weight,
+                aggregate.pointwise_conv.conv.weight
+            ]
+        for norm in norms:
+            sources += [norm.running_mean, norm.running_var]
+            sources += [p for p in (norm.weight, norm.bias) if p is not None]
+        return sources
+
+    def _fused_weights(self, norms: Sequence[nn.Module], fold: bool):
+        """The fused proxy kernels; with ``fold``, the norms folded in."""
+        dw_weight = torch.cat([
+            pad_kernel(aggregate.depthwise_conv.conv.weight,
+                       self.proxy_kernel_size)
+            for aggregate in self.proxy_aggregators
+        ])
+        pw_weights = [
+            aggregate.pointwise_conv.conv.weight
+            for aggregate in self.proxy_aggregators
+        ]
+        if not fold:
+            return dw_weight, torch.cat(pw_weights)
+        (token_scale, token_shift), *proxy_affines = [
+            fold_batch_norm(norm) for norm in norms
+        ]
+        pw_weight = torch.cat([
+            weight * scale.view(-1, 1, 1, 1)
+            for weight, (scale, _) in zip(pw_weights, proxy_affines)
+        ])
+        pw_bias = torch.cat([shift for _, shift in proxy_affines])
+        return dw_weight, pw_weight, pw_bias, token_scale, token_shift
+
+    def _batch_norm_segments(self, x: Tensor,
+                             norms: Sequence[nn.Module]) -> Tensor:
+        """Apply the segment norms to their channels of ``x``.
+
+        Plain BatchNorms with the same settings normalise each channel on
+        its own, so they run as one over the concatenated channels, and
+        their running statistics are written back; any other norm (SyncBN
+        among them) runs per segment.
+        """
+        first = norms[0]
+        same_bn = all(
+            type(n) is nn.BatchNorm2d and n.eps == first.eps
+            and n.momentum == first.momentum and n.momentum is not None
+            and n.affine and n.track_running_stats for n in norms)
+        if not same_bn:
+            return torch.cat([
+                norm(part) for norm, part in zip(
+                    norms, x.split(self.segment_dims, dim=1))
+            ], dim=1)
+        running_mean = torch.cat([n.running_mean for n in norms])
+        running_var = torch.cat([n.running_var for n in norms])
+        out = F.batch_norm(x, running_mean, running_var,
+                           torch.cat([n.weight for n in norms]),
+                           torch.cat([n.bias for n in norms]), True,
+                           first.momentum, first.eps)
+        with torch.no_grad():
+            for norm, mean, var in zip(
+                    norms, running_mean.split(self.segment_dims),
+                    running_var.split(self.segment_dims)):
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+                norm.num_batches_tracked.add_(1)
+        return out
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         """Attend (B, N, C) tokens of an (H, W) map; same shape out."""
@@ -194,13 +362,11 @@ class GroupMixAttention(BaseModule):
         qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 3, 1)
         qkv = qkv.reshape(3 * B, C, *hw_shape)
         segments = qkv.split(self.segment_dims, dim=1)
-
-        attended = [self.token_act(self.token_norm(segments[0]))]
-        attended += [
-            aggregate(segment) for aggregate, segment in zip(
-                self.proxy_aggregators, segments[1:-1])
-        ]
-        attended = torch.cat(attended, dim=1)  # (3B, C_att, H, W)
+        if self.impl == 'fast':
+            attended = self._fast_segments(qkv)
+        else:
+            attended = self._reference_segments(segments)
+        # attended: (3B, C_att, H, W)
         value_map = attended[2 * B:]
         q, k, v = attended.reshape(3, B, self.num_heads, self.head_dims,
                                    N).transpose(-2, -1)

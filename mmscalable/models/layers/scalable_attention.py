@@ -4,6 +4,14 @@
 Both take tokens ``x`` of shape (B, N, C) with ``N = H * W`` in raster order
 and the map size ``hw_shape = (H, W)``, as the attentions of mmseg's MiT do,
 so that any hierarchical backbone can use them.
+
+Each has two implementations of the same function, chosen by ``impl``:
+``'fast'`` (the default) attends with ``F.scaled_dot_product_attention``
+(fused flash / memory-efficient kernels where the device has them);
+``'reference'`` computes what the official code computes the way it computes
+it, an explicit ``softmax(Q K^T) V`` with the weights in memory and windows
+cut with reshapes. The benchmark times one against the other; the tests
+check that they agree.
 """
 from typing import Optional, Sequence
 
@@ -14,9 +22,11 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmscalable.ops import window_partition, window_reverse
+from mmscalable.ops import (window_partition, window_partition_reference,
+                            window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
 from .conv_position_encoding import map_to_tokens, tokens_to_map
+from .fast_paths import check_impl, explicit_attention
 
 
 @MODELS.register_module()
@@ -58,6 +68,9 @@ class ScalableSelfAttention(BaseModule):
             in the official code).
         act_cfg (dict): Activation of the reduced context.
             Defaults to ``dict(type='GELU')``.
+        impl (str): ``'fast'`` (``F.scaled_dot_product_attention``) or
+            ``'reference'`` (explicit softmax, as the official code).
+            Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -72,8 +85,10 @@ class ScalableSelfAttention(BaseModule):
                  proj_drop_rate: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-5),
                  act_cfg: dict = dict(type='GELU'),
+                 impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.impl = check_impl(impl)
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
                              f'by num_heads ({num_heads})')
@@ -124,6 +139,7 @@ class ScalableSelfAttention(BaseModule):
             value_dims = embed_dims
         self.value_dims = value_dims
         self.proj = nn.Linear(value_dims, embed_dims)
+        self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
     def reduce_context(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
@@ -159,12 +175,17 @@ class ScalableSelfAttention(BaseModule):
             key, value = self.kv(context).chunk(2, dim=-1)
         else:
             key, value = self.k(context), self.v(context)
-        out = F.scaled_dot_product_attention(
-            query,
-            self._split_heads(key),
-            self._split_heads(value),
-            dropout_p=self.attn_drop_rate if self.training else 0.,
-            scale=self.scale)
+        key, value = self._split_heads(key), self._split_heads(value)
+        if self.impl == 'reference':
+            out = explicit_attention(query, key, value, self.scale,
+                                     self.attn_drop)
+        else:
+            out = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                dropout_p=self.attn_drop_rate if self.training else 0.,
+                scale=self.scale)
         out = out.transpose(1, 2).reshape(B, N, self.value_dims)
         return self.proj_drop(self.proj(out))
 
@@ -193,6 +214,10 @@ class InteractiveWindowAttention(BaseModule):
             Defaults to 0.
         proj_drop_rate (float): Dropout after the output projection.
             Defaults to 0.
+        impl (str): ``'fast'`` (``F.scaled_dot_product_attention`` over all
+            windows, the extension's window partition) or ``'reference'``
+            (explicit softmax, windows cut with reshapes, as the official
+            code). Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -203,8 +228,10 @@ class InteractiveWindowAttention(BaseModule):
                  qkv_bias: bool = True,
                  attn_drop_rate: float = 0.,
                  proj_drop_rate: float = 0.,
+                 impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.impl = check_impl(impl)
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
                              f'by num_heads ({num_heads})')
@@ -219,6 +246,7 @@ class InteractiveWindowAttention(BaseModule):
         self.local_interaction = nn.Conv2d(
             embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
         self.proj = nn.Linear(embed_dims, embed_dims)
+        self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
     def padding_mask(self, hw_shape: Sequence[int],
@@ -235,7 +263,7 @@ class InteractiveWindowAttention(BaseModule):
         if H % ws == 0 and W % ws == 0:
             return None
         valid = torch.ones(1, H, W, 1, device=device)
-        valid = window_partition(valid, ws)
+        valid = self._partition(valid)
         return (valid > 0.5).view(valid.shape[0], 1, 1, ws * ws)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
@@ -255,7 +283,7 @@ class InteractiveWindowAttention(BaseModule):
         value_map = tokens_to_map(qkv[..., 2 * C:], hw_shape)
         local = map_to_tokens(self.local_interaction(value_map))
 
-        windows = window_partition(qkv.view(B, H, W, 3 * C), ws)
+        windows = self._partition(qkv.view(B, H, W, 3 * C))
         num_windows = windows.shape[0]
         query, key, value = windows.view(num_windows, ws * ws, 3,
                                          self.num_heads, -1).permute(
@@ -263,14 +291,26 @@ class InteractiveWindowAttention(BaseModule):
         mask = self.padding_mask(hw_shape, x.device)
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
-        out = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=mask,
-            dropout_p=self.attn_drop_rate if self.training else 0.,
-            scale=self.scale)
-        out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
-        out = window_reverse(out, ws, H, W).view(B, N, C)
+        if self.impl == 'reference':
+            out = explicit_attention(query, key, value, self.scale,
+                                     self.attn_drop, mask)
+            out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
+            out = window_reverse_reference(out, ws, H, W).reshape(B, N, C)
+        else:
+            out = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=mask,
+                dropout_p=self.attn_drop_rate if self.training else 0.,
+                scale=self.scale)
+            out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
+            out = window_reverse(out, ws, H, W).view(B, N, C)
         return self.proj_drop(self.proj(out + local))
+
+    def _partition(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) to padded (B * windows, ws * ws, C) windows."""
+        if self.impl == 'reference':
+            return window_partition_reference(x, self.window_size)
+        return window_partition(x, self.window_size)
 

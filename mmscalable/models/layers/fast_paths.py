@@ -1,0 +1,101 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""What the ``'fast'`` and ``'reference'`` implementations share.
+
+Every attention of mmscalable computes one function in two ways, chosen by
+``impl``: ``'fast'`` (the default) and ``'reference'``, which computes what
+the official code computes the way it computes it. Both use the same
+parameters, so a checkpoint runs either way; the benchmark times one against
+the other and the tests check that they agree.
+"""
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+ATTENTION_IMPLS = ('fast', 'reference')
+
+
+def check_impl(impl: str) -> str:
+    """Return ``impl`` if it names an attention implementation, else raise."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(
+            f'impl must be one of {ATTENTION_IMPLS}, got {impl!r}')
+    return impl
+
+
+def explicit_attention(query: Tensor,
+                       key: Tensor,
+                       value: Tensor,
+                       scale: float,
+                       dropout: nn.Module,
+                       key_mask: Optional[Tensor] = None) -> Tensor:
+    """``softmax(scale * Q K^T) V`` with the weights materialised.
+
+    The official computation, kept as the reference of the fused path.
+    ``key_mask`` is True where a key may be attended.
+    """
+    attn = (query @ key.transpose(-2, -1)) * scale
+    if key_mask is not None:
+        attn = attn.masked_fill(~key_mask, float('-inf'))
+    return dropout(attn.softmax(dim=-1)) @ value
+
+
+def pad_kernel(weight: Tensor, size: int) -> Tensor:
+    """Zero-pad a (C, 1, k, k) depthwise kernel to (C, 1, size, size).
+
+    A centred k x k kernel with padding k // 2 and its zero-padded
+    ``size x size`` version with padding ``size // 2`` give the same output,
+    so depthwise convs of several (odd) kernel sizes run as one conv.
+    """
+    margin = (size - weight.shape[-1]) // 2
+    if margin < 0 or weight.shape[-1] % 2 != size % 2:
+        raise ValueError(f'cannot pad a {weight.shape[-1]}x'
+                         f'{weight.shape[-1]} kernel to {size}x{size}')
+    return F.pad(weight, (margin, ) * 4) if margin else weight
+
+
+def fold_batch_norm(norm: nn.modules.batchnorm._BatchNorm
+                    ) -> Tuple[Tensor, Tensor]:
+    """Scale and shift of a BatchNorm that uses its running statistics."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale, shift
+
+
+class InferenceCache:
+    """Tensors derived from parameters, rebuilt only when those change.
+
+    The fast paths concatenate and fold several modules' parameters into
+    one conv's. With autograd recording that is done every call (it is part
+    of the graph); without, the result is kept until a source tensor is
+    replaced (``.to()``, a new Parameter) or modified in place (optimiser
+    steps, ``load_state_dict``: its version counter moves). The cache holds
+    the sources themselves, so a replaced tensor cannot be mistaken for a
+    new one at the same address. Under ``torch.compile`` nothing is cached:
+    the compiler fuses the derivation itself.
+    """
+
+    def __init__(self) -> None:
+        self._sources: Sequence[Tensor] = ()
+        self._versions: Sequence[int] = ()
+        self._value = None
+
+    def _is_current(self, sources: Sequence[Tensor]) -> bool:
+        return (len(sources) == len(self._sources) and all(
+            new is old and new._version == version for new, old, version in
+            zip(sources, self._sources, self._versions)))
+
+    def get(self, sources: Sequence[Tensor], build: Callable):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return build()
+        if not self._is_current(sources):
+            self._value = build()
+            self._sources = tuple(sources)
+            self._versions = tuple(t._version for t in sources)
+        return self._value

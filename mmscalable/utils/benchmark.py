@@ -1,0 +1,505 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Throughput, latency and peak memory of the backbones, reference against
+fast, in one run.
+
+Needs only torch, mmengine and the pure-Python parts of mmcv (mmcv-lite), so
+it runs on a machine without mmcv's ops, mmdet or mmseg.
+
+For every (model, input size and batch, mode, dtype) the benchmark builds
+the backbone once per implementation with the same weights:
+
+* ``reference``: the computation of the official code (``attn_impl=
+  'reference'``; Refiner-ViT: the straightforward ``'full'`` maps);
+* ``fast``: the default (``attn_impl='fast'``; Refiner-ViT: ``'auto'``);
+* ``compile``: the fast model under ``torch.compile``.
+
+Before it times anything it checks that fast and reference agree on one
+image in fp32 (TF32 off). Timing uses CUDA events on a GPU and
+``time.perf_counter`` on the CPU: ``warmup`` untimed calls, then the median of
+``repeats`` timed ones. An inference call is a forward under
+``torch.inference_mode``; a training step is forward, a loss over every
+output, backward and an AdamW step. ``dtype='bf16'`` runs under
+``torch.autocast``. Peak memory is ``torch.cuda.max_memory_allocated`` over
+the timed calls (not measured on the CPU). FLOPs are counted once per model
+and size on the reference with mmengine's ``FlopAnalyzer`` (fvcore's
+convention: one multiply-add is one FLOP, as the papers report them); the
+achieved fraction of peak counts 2 FLOPs per multiply-add, and 3x the forward
+for a training step.
+"""
+import dataclasses
+import json
+import math
+import statistics
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+IMPLS = ('reference', 'fast', 'compile')
+MODES = ('inference', 'train')
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+
+# Dense bf16 tensor-core peaks (no sparsity), in FLOP/s, by a substring of
+# ``torch.cuda.get_device_name``; the first match wins.
+BF16_PEAKS = (
+    ('H200', 989.4e12),
+    ('H100 PCIe', 756.5e12),
+    ('H100', 989.4e12),
+    ('A100', 312e12),
+    ('L40S', 362.05e12),
+    ('A10G', 70e12),
+    ('RTX 4090', 165.2e12),
+)
+
+
+def _scalablevit(arch: str) -> Callable[[str], nn.Module]:
+
+    def build(impl: str) -> nn.Module:
+        from mmscalable.models import ScalableViT
+        return ScalableViT(arch=arch, attn_impl=impl, drop_path_rate=0.)
+
+    return build
+
+
+def _groupmixformer(arch: str) -> Callable[[str], nn.Module]:
+
+    def build(impl: str) -> nn.Module:
+        from mmscalable.models import GroupMixFormer
+        return GroupMixFormer(arch=arch, attn_impl=impl, drop_path_rate=0.)
+
+    return build
+
+
+def _refiner(arch: str) -> Callable[[str], nn.Module]:
+
+    def build(impl: str) -> nn.Module:
+        from mmscalable.models import RefinerViT
+        return RefinerViT(
+            arch=arch,
+            attn_impl='full' if impl == 'reference' else 'auto',
+            drop_path_rate=0.)
+
+    return build
+
+
+MODELS: Dict[str, Callable[[str], nn.Module]] = {
+    **{f'scalablevit-{a}': _scalablevit(a)
+       for a in ('s', 'b', 'l')},
+    **{f'groupmixformer-{a}': _groupmixformer(a)
+       for a in ('m', 't', 's', 'b', 'l')},
+    **{f'refiner-vit-{a}': _refiner(a)
+       for a in ('s', 'm', 'l')},
+}
+
+
+@dataclasses.dataclass
+class Setting:
+    """An input size and batch, parsed from ``'HxW:B'`` (e.g. ``224x224:64``).
+    """
+    height: int
+    width: int
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> 'Setting':
+        try:
+            size, batch = text.split(':')
+            height, width = size.lower().split('x')
+            setting = cls(int(height), int(width), int(batch))
+        except ValueError:
+            raise ValueError(f'a setting is HxW:BATCH (e.g. 224x224:64), '
+                             f'got {text!r}') from None
+        if min(setting.height, setting.width, setting.batch) < 1:
+            raise ValueError(f'sizes and batch must be positive: {text!r}')
+        return setting
+
+    def __str__(self) -> str:
+        return f'{self.height}x{self.width}:{self.batch}'
+
+
+class ImplementationMismatch(AssertionError):
+    """Fast and reference outputs differ beyond the tolerance."""
+
+
+def _loss(outputs) -> torch.Tensor:
+    outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+    return sum(o.float().mean() for o in outputs)
+
+
+def check_agreement(reference: nn.Module,
+                    fast: nn.Module,
+                    setting: Setting,
+                    device: torch.device,
+                    rtol: float = 1e-4) -> float:
+    """Largest relative difference of fast and reference outputs on one
+    image in fp32 (eval mode, TF32 off); raises if above ``rtol``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(
+        1, 3, setting.height, setting.width, generator=gen).to(device)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            ref_out = reference.eval()(x)
+            fast_out = fast.eval()(x)
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = tf32
+    worst = 0.
+    for i, (a, b) in enumerate(zip(ref_out, fast_out)):
+        error = ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+        if not math.isfinite(error) or error > rtol:
+            raise ImplementationMismatch(
+                f'output {i} of fast and reference differ: relative error '
+                f'{error:.3g} > {rtol:g} at {setting.height}x{setting.width}')
+        worst = max(worst, error)
+    return worst
+
+
+class _Timer:
+    """CUDA events on a GPU, ``perf_counter`` on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == 'cuda'
+
+    def __call__(self, fn: Callable[[], None]) -> float:
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        begin = time.perf_counter()
+        fn()
+        return time.perf_counter() - begin
+
+
+def _step_fn(model: nn.Module, x: torch.Tensor, mode: str,
+             dtype: torch.dtype) -> Callable[[], None]:
+    autocast = torch.autocast(
+        x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if mode == 'inference':
+        model.eval()
+
+        def infer():
+            with torch.inference_mode(), autocast:
+                model(x)
+
+        return infer
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def train_step():
+        with autocast:
+            loss = _loss(model(x))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train_step
+
+
+def time_model(model: nn.Module,
+               setting: Setting,
+               mode: str,
+               dtype: torch.dtype,
+               device: torch.device,
+               warmup: int = 5,
+               repeats: int = 20) -> dict:
+    """Median latency, throughput and peak memory of one model."""
+    x = torch.randn(setting.batch, 3, setting.height, setting.width,
+                    device=device)
+    step = _step_fn(model, x, mode, dtype)
+    timer = _Timer(device)
+    for _ in range(warmup):
+        step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [timer(step) for _ in range(repeats)]
+    latency = statistics.median(times)
+    return dict(
+        latency_ms=latency * 1e3,
+        images_per_s=setting.batch / latency,
+        peak_memory_mib=(torch.cuda.max_memory_allocated(device) /
+                         2**20 if device.type == 'cuda' else None))
+
+
+def count_flops(model: nn.Module, setting: Setting,
+                device: torch.device) -> Optional[float]:
+    """Multiply-adds of one image's forward (fvcore convention), or None
+    when mmengine's analysis is not available."""
+    try:
+        from mmengine.analysis import FlopAnalyzer
+    except ImportError:
+        return None
+    x = torch.randn(1, 3, setting.height, setting.width, device=device)
+    analyzer = FlopAnalyzer(model.eval(), (x, ))
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return float(analyzer.total())
+
+
+def bf16_peak(device: torch.device) -> Optional[float]:
+    """Dense bf16 peak of the GPU in FLOP/s, None if unknown or a CPU."""
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in BF16_PEAKS:
+        if key in name:
+            return peak
+    return None
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and 'out of memory' in str(error))
+
+
+def run_benchmark(models: Sequence[str],
+                  settings: Sequence[Setting],
+                  modes: Sequence[str] = MODES,
+                  dtypes: Sequence[str] = tuple(DTYPES),
+                  impls: Sequence[str] = ('reference', 'fast'),
+                  device: str = 'cuda',
+                  warmup: int = 5,
+                  repeats: int = 20,
+                  peak_flops: Optional[float] = None,
+                  count_model_flops: bool = True,
+                  builders: Optional[Dict[str, Callable]] = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Benchmark every combination; returns the JSON-ready results.
+
+    Args:
+        models (Sequence[str]): Keys of :data:`MODELS` (or of ``builders``).
+        settings (Sequence[Setting]): Input sizes and batches.
+        modes (Sequence[str]): ``'inference'`` and/or ``'train'``.
+        dtypes (Sequence[str]): ``'fp32'`` and/or ``'bf16'`` (autocast).
+        impls (Sequence[str]): Of :data:`IMPLS`; ``'reference'`` and
+            ``'fast'`` are always checked for agreement first.
+        device (str): Torch device. Defaults to ``'cuda'``.
+        warmup (int): Untimed calls before timing. Defaults to 5.
+        repeats (int): Timed calls (the median is reported).
+            Defaults to 20.
+        peak_flops (float, optional): The device's bf16 peak in FLOP/s;
+            looked up by GPU name when None.
+        count_model_flops (bool): Count FLOPs per model and size.
+            Defaults to True.
+        builders (dict, optional): Model builders ``name -> fn(impl)``
+            instead of :data:`MODELS`.
+        log (Callable): Progress printer. Defaults to ``print``.
+    """
+    builders = builders or MODELS
+    unknown = [m for m in models if m not in builders]
+    if unknown:
+        raise KeyError(f'unknown models {unknown}; known: {list(builders)}')
+    for values, allowed, what in ((modes, MODES, 'mode'),
+                                  (dtypes, DTYPES, 'dtype'),
+                                  (impls, IMPLS, 'impl')):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f'unknown {what} {bad}; one of {list(allowed)}')
+    device = torch.device(device)
+    peak = peak_flops if peak_flops is not None else bf16_peak(device)
+    results = dict(
+        device=(torch.cuda.get_device_name(device)
+                if device.type == 'cuda' else 'cpu'),
+        torch=torch.__version__,
+        bf16_peak_flops=peak,
+        warmup=warmup,
+        repeats=repeats,
+        records=[])
+    for name in models:
+        torch.manual_seed(0)
+        fast = builders[name]('fast').to(device)
+        reference = builders[name]('reference').to(device)
+        reference.load_state_dict(fast.state_dict(), strict=True)
+        initial_state = {k: v.clone() for k, v in fast.state_dict().items()}
+        params = sum(p.numel() for p in fast.parameters())
+        for setting in settings:
+            error = check_agreement(reference, fast, setting, device)
+            macs = (
+                count_flops(reference, setting, device)
+                if count_model_flops else None)
+            log(f'{name} {setting}: fast and reference agree '
+                f'(relative error {error:.2g}); '
+                + (f'{macs / 1e9:.2f} GFLOPs' if macs else 'FLOPs not counted'))
+            for mode in modes:
+                for dtype in dtypes:
+                    for impl in impls:
+                        record = dict(
+                            model=name,
+                            setting=str(setting),
+                            height=setting.height,
+                            width=setting.width,
+                            batch=setting.batch,
+                            mode=mode,
+                            dtype=dtype,
+                            impl=impl,
+                            params=params,
+                            gflops_per_image=macs / 1e9 if macs else None,
+                            agreement_rel_error=error)
+                        model = fast if impl != 'reference' else reference
+                        # Every run starts from the same weights (a training
+                        # step changes them).
+                        model.load_state_dict(initial_state)
+                        if impl == 'compile':
+                            model = torch.compile(model)
+                        try:
+                            record.update(
+                                time_model(model, setting, mode,
+                                           DTYPES[dtype], device, warmup,
+                                           repeats))
+                        except Exception as error_:  # noqa: B902
+                            if not _is_oom(error_):
+                                raise
+                            record.update(status='out of memory')
+                            if device.type == 'cuda':
+                                torch.cuda.empty_cache()
+                        else:
+                            record['status'] = 'ok'
+                            if macs and peak and dtype == 'bf16':
+                                work = 2 * macs * (3 if mode == 'train' else 1)
+                                record['peak_fraction'] = (
+                                    work * record['images_per_s'] / peak)
+                        results['records'].append(record)
+                        log(format_record(record))
+                        if impl == 'compile':
+                            torch._dynamo.reset()
+        del fast, reference
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return results
+
+
+def format_record(record: dict) -> str:
+    head = (f"{record['model']} {record['setting']} {record['mode']} "
+            f"{record['dtype']} {record['impl']}: ")
+    if record.get('status') != 'ok':
+        return head + record.get('status', '?')
+    text = (f"{record['images_per_s']:.1f} img/s, "
+            f"{record['latency_ms']:.2f} ms")
+    if record.get('peak_memory_mib') is not None:
+        text += f", peak {record['peak_memory_mib']:.0f} MiB"
+    if record.get('peak_fraction') is not None:
+        text += f", {100 * record['peak_fraction']:.1f}% of bf16 peak"
+    return head + text
+
+
+def _group(records: Iterable[dict]) -> Dict[Tuple, Dict[str, dict]]:
+    rows: Dict[Tuple, Dict[str, dict]] = {}
+    for r in records:
+        key = (r['model'], r['setting'], r['mode'], r['dtype'])
+        rows.setdefault(key, {})[r['impl']] = r
+    return rows
+
+
+def speedups(results: dict) -> List[dict]:
+    """Per (model, setting, mode, dtype): fast / reference throughput and
+    memory ratios, and compile / reference where it ran."""
+    out = []
+    for (model, setting, mode, dtype), by_impl in _group(
+            results['records']).items():
+        ref = by_impl.get('reference')
+        row = dict(model=model, setting=setting, mode=mode, dtype=dtype)
+        for impl in ('fast', 'compile'):
+            r = by_impl.get(impl)
+            ok = (ref is not None and r is not None
+                  and ref.get('status') == r.get('status') == 'ok')
+            row[f'{impl}_speedup'] = (
+                r['images_per_s'] / ref['images_per_s'] if ok else None)
+            row[f'{impl}_memory_ratio'] = (
+                r['peak_memory_mib'] / ref['peak_memory_mib']
+                if ok and ref['peak_memory_mib'] else None)
+        out.append(row)
+    return out
+
+
+def _cell(record: Optional[dict], key: str, fmt: str) -> str:
+    if record is None:
+        return '-'
+    if record.get('status') != 'ok':
+        return record.get('status', '?')
+    value = record.get(key)
+    return '-' if value is None else format(value, fmt)
+
+
+def markdown_table(results: dict) -> str:
+    """One row per (model, setting, mode, dtype), implementations side by
+    side."""
+    impls = [i for i in IMPLS if any(r['impl'] == i
+                                     for r in results['records'])]
+    header = ['model', 'HxW:batch', 'mode', 'dtype', 'GFLOPs']
+    header += [f'{i} img/s' for i in impls]
+    header += [f'{i} ms' for i in impls]
+    header += [f'{i} peak MiB' for i in impls]
+    header += ['fast / ref', 'fast % bf16 peak']
+    lines = [
+        f"Device: {results['device']}, torch {results['torch']}, median of "
+        f"{results['repeats']} after {results['warmup']} warm-up calls.", '',
+        '| ' + ' | '.join(header) + ' |',
+        '|' + ' --- |' * len(header)
+    ]
+    ratios = {(s['model'], s['setting'], s['mode'], s['dtype']): s
+              for s in speedups(results)}
+    for key, by_impl in _group(results['records']).items():
+        any_record = next(iter(by_impl.values()))
+        gflops = any_record.get('gflops_per_image')
+        cells = list(key) + [f'{gflops:.2f}' if gflops else '-']
+        cells += [_cell(by_impl.get(i), 'images_per_s', '.1f') for i in impls]
+        cells += [_cell(by_impl.get(i), 'latency_ms', '.2f') for i in impls]
+        cells += [
+            _cell(by_impl.get(i), 'peak_memory_mib', '.0f') for i in impls
+        ]
+        speedup = ratios[key]['fast_speedup']
+        cells.append('-' if speedup is None else f'{speedup:.2f}x')
+        fraction = (by_impl.get('fast') or {}).get('peak_fraction')
+        cells.append('-' if fraction is None else f'{100 * fraction:.1f}%')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_speedups(results: dict, path: str) -> None:
+    """A bar chart of fast (and compiled) over reference throughput."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = [r for r in speedups(results) if r['fast_speedup'] is not None]
+    labels = [
+        f"{r['model']}\n{r['setting']} {r['mode'][:5]} {r['dtype']}"
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 4.5))
+    width = 0.4
+    xs = range(len(rows))
+    ax.bar([x - width / 2 for x in xs], [r['fast_speedup'] for r in rows],
+           width, label='fast')
+    compiled = [r['compile_speedup'] or 0 for r in rows]
+    if any(compiled):
+        ax.bar([x + width / 2 for x in xs], compiled, width,
+               label='fast + torch.compile')
+    ax.axhline(1, color='black', linewidth=0.8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_ylabel('throughput / reference')
+    ax.set_title(f"mmscalable fast paths vs reference ({results['device']})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out_prefix: str) -> List[str]:
+    """``<prefix>.json``, ``<prefix>.md`` and ``<prefix>.png``."""
+    paths = [f'{out_prefix}.json', f'{out_prefix}.md', f'{out_prefix}.png']
+    with open(paths[0], 'w') as f:
+        json.dump(results, f, indent=1)
+    with open(paths[1], 'w') as f:
+        f.write(markdown_table(results))
+    plot_speedups(results, paths[2])
+    return paths

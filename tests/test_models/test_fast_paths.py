@@ -1,0 +1,261 @@
+"""The fast attention paths compute what the reference paths compute."""
+import copy
+
+import pytest
+import torch
+
+from mmscalable.models import (GroupMixAttention, GroupMixFormer,
+                               InteractiveWindowAttention,
+                               ScalableSelfAttention, ScalableViT)
+from mmscalable.models.layers.fast_paths import (InferenceCache,
+                                                 explicit_attention,
+                                                 fold_batch_norm, pad_kernel)
+
+SCALABLE_TINY = dict(
+    embed_dims=[16, 32, 48, 64],
+    depths=[2, 2, 2, 2],
+    num_heads=[1, 2, 3, 4],
+    channel_ratios=[1.25, 0.5, 1, 1])
+GROUPMIX_TINY = dict(
+    embed_dims=[40, 80, 80, 120], depths=[1, 2, 1, 1],
+    mlp_ratios=[4, 4, 2, 2])
+
+
+def _randomise(module, seed=0):
+    """Perturb every parameter and BatchNorm statistic, so that a swapped
+    or ignored tensor shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.2)
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.3, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+    return module
+
+
+def _pair(fast, reference_kwargs):
+    """The fast module and a reference twin with the same weights."""
+    dtype = next(fast.parameters()).dtype
+    reference = type(fast)(**reference_kwargs).to(dtype)
+    reference.load_state_dict(fast.state_dict(), strict=True)
+    return fast, reference
+
+
+def _outputs_and_grads(module, inputs, forward):
+    inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    out = forward(module, *inputs)
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)
+                ).sum() for o in outs)
+    loss.backward()
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    return outs, [x.grad for x in inputs], grads
+
+
+def _assert_same(fast, reference, inputs, forward, **tol):
+    fast_outs, fast_in_grads, fast_grads = _outputs_and_grads(
+        fast, inputs, forward)
+    ref_outs, ref_in_grads, ref_grads = _outputs_and_grads(
+        reference, inputs, forward)
+    for a, b in zip(fast_outs, ref_outs):
+        torch.testing.assert_close(a, b, **tol)
+    for a, b in zip(fast_in_grads, ref_in_grads):
+        torch.testing.assert_close(a, b, **tol)
+    assert fast_grads.keys() == ref_grads.keys()
+    for name in fast_grads:
+        assert fast_grads[name] is not None, name
+        torch.testing.assert_close(
+            fast_grads[name], ref_grads[name], **tol, msg=name)
+
+
+def _attend(module, x, hw_shape):
+    return module(x, hw_shape)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(spatial_ratio=1),
+    dict(spatial_ratio=2, channel_ratio=1.25),
+    dict(spatial_ratio=4, channel_ratio=0.5, shared_kv=True),
+])
+@pytest.mark.parametrize('hw', [(8, 8), (7, 5)])
+def test_ssa_fast_matches_reference(kwargs, hw):
+    torch.manual_seed(0)
+    init = dict(embed_dims=32, num_heads=2, **kwargs)
+    fast, reference = _pair(
+        _randomise(ScalableSelfAttention(**init).double()),
+        dict(init, impl='reference'))
+    x = torch.randn(2, hw[0] * hw[1], 32, dtype=torch.float64)
+    _assert_same(fast, reference, [x], lambda m, x: _attend(m, x, hw))
+
+
+@pytest.mark.parametrize('hw', [(8, 8), (7, 5), (9, 11)])
+def test_iwsa_fast_matches_reference(hw):
+    torch.manual_seed(0)
+    init = dict(embed_dims=24, num_heads=3, window_size=4)
+    fast, reference = _pair(
+        _randomise(InteractiveWindowAttention(**init).double()),
+        dict(init, impl='reference'))
+    x = torch.randn(2, hw[0] * hw[1], 24, dtype=torch.float64)
+    _assert_same(fast, reference, [x], lambda m, x: _attend(m, x, hw))
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval', 'norm_eval'])
+@pytest.mark.parametrize('hw', [(6, 6), (5, 7)])
+def test_gma_fast_matches_reference(mode, hw):
+    torch.manual_seed(0)
+    init = dict(embed_dims=40)
+    fast, reference = _pair(
+        _randomise(GroupMixAttention(**init).double()),
+        dict(init, impl='reference'))
+    for module in (fast, reference):
+        module.train(mode != 'eval')
+        if mode == 'norm_eval':
+            for m in module.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+    x = torch.randn(2, hw[0] * hw[1], 40, dtype=torch.float64)
+    _assert_same(fast, reference, [x], lambda m, x: _attend(m, x, hw))
+    # Batch statistics update the running ones as the per-segment norms do.
+    for (name, a), b in zip(fast.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    if mode == 'train':
+        assert fast.token_norm.num_batches_tracked.item() == 1
+
+
+def test_gma_fast_with_sync_bn_runs_per_segment_norms():
+    """Norms other than plain BN keep their own forward (SyncBN syncs)."""
+    torch.manual_seed(0)
+    fast = _randomise(
+        GroupMixAttention(40, norm_cfg=dict(type='GN', num_groups=2)))
+    reference = GroupMixAttention(
+        40, norm_cfg=dict(type='GN', num_groups=2), impl='reference')
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 20, 40)
+    torch.testing.assert_close(fast(x, (4, 5)), reference(x, (4, 5)))
+
+
+def test_gma_inference_cache_follows_weight_changes():
+    torch.manual_seed(0)
+    attn = _randomise(GroupMixAttention(40)).eval()
+    reference = GroupMixAttention(40, impl='reference').eval()
+    x = torch.randn(1, 16, 40)
+    with torch.no_grad():
+        first = attn(x, (4, 4))
+        assert torch.equal(attn(x, (4, 4)), first)
+        # In-place changes (load_state_dict, optimiser steps) bump the
+        # version counters, so the fused weights are rebuilt.
+        _randomise(attn, seed=1)
+        second = attn(x, (4, 4))
+        reference.load_state_dict(attn.state_dict())
+        torch.testing.assert_close(second, reference(x, (4, 4)))
+        assert not torch.allclose(first, second)
+        # A replaced parameter (here a new Parameter) is a new source.
+        conv = attn.crpe.convs[0]
+        conv.weight = torch.nn.Parameter(torch.randn_like(conv.weight))
+        reference.load_state_dict(attn.state_dict())
+        torch.testing.assert_close(attn(x, (4, 4)), reference(x, (4, 4)))
+
+
+def test_gma_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    attn = _randomise(GroupMixAttention(40)).eval()
+    x = torch.randn(2, 36, 40)
+    with torch.no_grad():
+        expected = attn(x, (6, 6))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = attn(x, (6, 6))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        out.float(), expected, rtol=0.05, atol=0.05 * expected.abs().max())
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_scalablevit_fast_matches_reference(train):
+    torch.manual_seed(0)
+    fast = _randomise(
+        ScalableViT(arch=SCALABLE_TINY, drop_path_rate=0.).double())
+    reference = ScalableViT(
+        arch=SCALABLE_TINY, drop_path_rate=0., attn_impl='reference').double()
+    reference.load_state_dict(fast.state_dict())
+    fast.train(train)
+    reference.train(train)
+    x = torch.randn(2, 3, 75, 61, dtype=torch.float64)
+    _assert_same(fast, reference, [x], lambda m, x: m(x))
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_groupmixformer_fast_matches_reference(train):
+    torch.manual_seed(0)
+    fast = _randomise(
+        GroupMixFormer(arch=GROUPMIX_TINY, drop_path_rate=0.).double())
+    reference = GroupMixFormer(
+        arch=GROUPMIX_TINY, drop_path_rate=0.,
+        attn_impl='reference').double()
+    reference.load_state_dict(fast.state_dict())
+    fast.train(train)
+    reference.train(train)
+    x = torch.randn(2, 3, 45, 38, dtype=torch.float64)
+    _assert_same(fast, reference, [x], lambda m, x: m(x))
+    for (name, a), b in zip(fast.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize('build', [
+    lambda: ScalableSelfAttention(32, 2, impl='flash'),
+    lambda: InteractiveWindowAttention(32, 2, impl='flash'),
+    lambda: GroupMixAttention(40, impl='flash'),
+    lambda: ScalableViT(arch=SCALABLE_TINY, attn_impl='flash'),
+    lambda: GroupMixFormer(arch=GROUPMIX_TINY, attn_impl='flash'),
+])
+def test_unknown_impl_is_named(build):
+    with pytest.raises(ValueError, match="impl must be one of .*'flash'"):
+        build()
+
+
+def test_gma_fast_needs_parameter_free_activation():
+    with pytest.raises(ValueError, match='parameter-free'):
+        GroupMixAttention(40, act_cfg=dict(type='PReLU'))
+    GroupMixAttention(40, act_cfg=dict(type='PReLU'), impl='reference')
+
+
+def test_helpers():
+    weight = torch.randn(4, 1, 3, 3)
+    x = torch.randn(1, 4, 9, 9)
+    padded = pad_kernel(weight, 7)
+    assert padded.shape == (4, 1, 7, 7)
+    torch.testing.assert_close(
+        torch.nn.functional.conv2d(x, padded, padding=3, groups=4),
+        torch.nn.functional.conv2d(x, weight, padding=1, groups=4))
+    with pytest.raises(ValueError, match='cannot pad a 3x3 kernel to 6x6'):
+        pad_kernel(weight, 6)
+
+    norm = _randomise(torch.nn.BatchNorm2d(4)).eval()
+    scale, shift = fold_batch_norm(norm)
+    torch.testing.assert_close(
+        x * scale.view(-1, 1, 1) + shift.view(-1, 1, 1), norm(x))
+
+    q, k, v = torch.randn(3, 2, 2, 5, 8).unbind(0)
+    mask = torch.tensor([True, True, False, True, False]).view(1, 1, 1, 5)
+    torch.testing.assert_close(
+        explicit_attention(q, k, v, 0.3, torch.nn.Identity(), mask),
+        torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=0.3))
+
+    cache, calls = InferenceCache(), []
+    source = torch.zeros(3)
+
+    def build():
+        calls.append(1)
+        return source + 1
+
+    with torch.no_grad():
+        cache.get([source], build)
+        cache.get([source], build)
+        assert len(calls) == 1
+        source.add_(1)
+        assert torch.equal(cache.get([source], build), torch.full((3, ), 2.))
+    assert len(calls) == 2
+    cache.get([source], build)  # recording autograd: always rebuilt
+    assert len(calls) == 3

@@ -1,0 +1,98 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Benchmark the backbones: reference against fast (and torch.compile).
+
+Writes ``<out>.json`` (every record), ``<out>.md`` (a table) and
+``<out>.png`` (speed-ups). See ``mmscalable/utils/benchmark.py`` for what is
+measured and how.
+
+Examples:
+    # The issue's table on a GPU (about an hour on one H100).
+    python tools/analysis_tools/benchmark.py --models all \\
+        --settings 224x224:64 512x512:8 800x1344:2 --impls reference fast compile \\
+        --out docs/benchmark/h100
+
+    # A quick look on the CPU.
+    python tools/analysis_tools/benchmark.py --device cpu \\
+        --models scalablevit-s groupmixformer-m --settings 224x224:2 \\
+        --modes inference --dtypes fp32 --warmup 1 --repeats 3 --out /tmp/cpu
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
+
+from mmscalable.utils.benchmark import (DTYPES, IMPLS, MODELS,  # noqa: E402
+                                        MODES, Setting, run_benchmark,
+                                        write_outputs)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=['all'],
+        help=f'"all" or some of {list(MODELS)}')
+    parser.add_argument(
+        '--settings',
+        nargs='+',
+        default=['224x224:64', '512x512:8', '800x1344:2'],
+        help='HxW:BATCH values')
+    parser.add_argument('--modes', nargs='+', default=list(MODES),
+                        choices=MODES)
+    parser.add_argument('--dtypes', nargs='+', default=list(DTYPES),
+                        choices=list(DTYPES))
+    parser.add_argument('--impls', nargs='+', default=['reference', 'fast'],
+                        choices=IMPLS)
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument(
+        '--peak-tflops',
+        type=float,
+        default=None,
+        help='bf16 dense peak of the device (looked up by GPU name if unset)')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='skip counting FLOPs')
+    parser.add_argument('--out', required=True,
+                        help='output prefix: writes .json, .md and .png')
+    args = parser.parse_args(argv)
+    if args.models == ['all']:
+        args.models = list(MODELS)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f'unknown models {unknown}; known: {list(MODELS)}')
+    try:
+        args.settings = [Setting.parse(s) for s in args.settings]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            parser.error('--device cuda, but torch sees no GPU '
+                         '(use --device cpu)')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run_benchmark(
+        args.models,
+        args.settings,
+        modes=args.modes,
+        dtypes=args.dtypes,
+        impls=args.impls,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        peak_flops=(args.peak_tflops * 1e12 if args.peak_tflops else None),
+        count_model_flops=not args.no_flops)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    for path in write_outputs(results, args.out):
+        print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
