@@ -181,3 +181,32 @@ def test_compiled_column_on_cpu(model):
     compiled = [r for r in results['records'] if r['impl'] == 'compile']
     assert [r['status'] for r in compiled] == ['ok', 'ok']
     assert all(r['compile_speedup'] for r in speedups(results))
+
+
+@pytest.mark.parametrize('config', [
+    'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py',
+    'configs/demo/upernet_groupmixformer-tiny_demo-ade.py',
+])
+def test_whole_detectors_and_segmentors(config):
+    results = run_benchmark(
+        [osp.join(ROOT, config)], [Setting.parse('96x128:2')],
+        modes=('inference', 'train'), dtypes=('fp32', ), device='cpu',
+        warmup=1, repeats=1, count_model_flops=False, log=_quiet)
+    records = results['records']
+    assert [(r['mode'], r['impl']) for r in records] == [
+        ('inference', 'reference'), ('inference', 'fast'),
+        ('train', 'reference'), ('train', 'fast')]
+    assert all(r['status'] == 'ok' for r in records)
+    assert records[0]['agreement_rel_error'] < 1e-4
+
+
+def test_task_model_errors(tmp_path):
+    from mmscalable.utils.benchmark_tasks import config_builder
+    config = tmp_path / 'cls.py'
+    config.write_text("default_scope = 'mmpretrain'\nmodel = dict()\n")
+    with pytest.raises(ValueError, match="default_scope must be one of"):
+        config_builder(str(config))
+    with pytest.raises(ValueError, match='benchmark the backbone'):
+        config_builder(
+            osp.join(ROOT, 'configs/refiner/'
+                     'upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py'))

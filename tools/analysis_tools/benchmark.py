@@ -11,6 +11,10 @@ Examples:
         --settings 224x224:64 512x512:8 800x1344:2 --impls reference fast compile \\
         --out docs/benchmark/h100
 
+    # Whole detectors and segmentors (needs mmdet / mmseg and mmcv's ops).
+    python tools/analysis_tools/benchmark.py --settings 800x1344:2 \\
+        --models configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py --out /tmp/det
+
     # A quick look on the CPU.
     python tools/analysis_tools/benchmark.py --device cpu \\
         --models scalablevit-s groupmixformer-m --settings 224x224:2 \\
@@ -33,7 +37,8 @@ def parse_args(argv=None):
         '--models',
         nargs='+',
         default=['all'],
-        help=f'"all" or some of {list(MODELS)}')
+        help=f'"all", some of {list(MODELS)}, or mmdet / mmseg config '
+        'files (whole detectors and segmentors)')
     parser.add_argument(
         '--settings',
         nargs='+',
@@ -60,9 +65,13 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.models == ['all']:
         args.models = list(MODELS)
-    unknown = [m for m in args.models if m not in MODELS]
+    unknown = [
+        m for m in args.models
+        if m not in MODELS and not (m.endswith('.py') and os.path.isfile(m))
+    ]
     if unknown:
-        parser.error(f'unknown models {unknown}; known: {list(MODELS)}')
+        parser.error(f'unknown models {unknown}; known: {list(MODELS)} '
+                     'or an mmdet / mmseg config file')
     try:
         args.settings = [Setting.parse(s) for s in args.settings]
     except ValueError as error:
