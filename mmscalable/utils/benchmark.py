@@ -16,17 +16,19 @@ the backbone once per implementation with the same weights:
 Before it times anything it checks that fast and reference agree on one
 image in fp32 (TF32 off). Timing uses CUDA events on a GPU and
 ``time.perf_counter`` on the CPU: ``warmup`` untimed calls, then the median of
-``repeats`` timed ones. An inference call is a forward under
+``repeats`` timed ones (``torch.compile`` compiles in the untimed calls). An inference call is a forward under
 ``torch.inference_mode``; a training step is forward, a loss over every
 output, backward and an AdamW step. ``dtype='bf16'`` runs under
-``torch.autocast``. Peak memory is ``torch.cuda.max_memory_allocated`` over
-the timed calls (not measured on the CPU). FLOPs are counted once per model
+``torch.autocast``. Peak memory is what one model's calls need on the GPU
+(its weights, plus the peak of ``torch.cuda.max_memory_allocated`` above the
+memory held before them); it is not measured on the CPU. FLOPs are counted once per model
 and size on the reference with mmengine's ``FlopAnalyzer`` (fvcore's
 convention: one multiply-add is one FLOP, as the papers report them); the
 achieved fraction of peak counts 2 FLOPs per multiply-add, and 3x the forward
 for a training step.
 """
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -231,23 +233,37 @@ def time_model(model: nn.Module,
                device: torch.device,
                warmup: int = 5,
                repeats: int = 20) -> dict:
-    """Median latency, throughput and peak memory of one model."""
+    """Median latency, throughput and peak memory of one model.
+
+    The peak memory is what this model's calls need: its parameters and
+    buffers plus the peak allocated above what was allocated before them
+    (inputs, activations, gradients, optimiser state), so that other models
+    held on the device do not count.
+    """
+    cuda = device.type == 'cuda'
     x = torch.randn(setting.batch, 3, setting.height, setting.width,
                     device=device)
+    if cuda:
+        torch.cuda.synchronize(device)
+        baseline = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
     step = _step_fn(model, x, mode, dtype)
     timer = _Timer(device)
     for _ in range(warmup):
         step()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
     times = [timer(step) for _ in range(repeats)]
     latency = statistics.median(times)
+    peak = None
+    if cuda:
+        own = sum(t.numel() * t.element_size()
+                  for t in itertools.chain(model.parameters(),
+                                           model.buffers()))
+        peak = (torch.cuda.max_memory_allocated(device) - baseline + own +
+                x.numel() * x.element_size()) / 2**20
     return dict(
         latency_ms=latency * 1e3,
         images_per_s=setting.batch / latency,
-        peak_memory_mib=(torch.cuda.max_memory_allocated(device) /
-                         2**20 if device.type == 'cuda' else None))
+        peak_memory_mib=peak)
 
 
 def count_flops(model: nn.Module, setting: Setting,

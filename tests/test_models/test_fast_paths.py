@@ -7,6 +7,7 @@ import torch
 from mmscalable.models import (GroupMixAttention, GroupMixFormer,
                                InteractiveWindowAttention,
                                ScalableSelfAttention, ScalableViT)
+from mmscalable.models.layers import group_mix_attention, scalable_attention
 from mmscalable.models.layers.fast_paths import (InferenceCache,
                                                  explicit_attention,
                                                  fold_batch_norm, pad_kernel)
@@ -19,6 +20,16 @@ SCALABLE_TINY = dict(
 GROUPMIX_TINY = dict(
     embed_dims=[40, 80, 80, 120], depths=[1, 2, 1, 1],
     mlp_ratios=[4, 4, 2, 2])
+
+
+@pytest.fixture(params=['cpu-choice', 'gpu-choice'], autouse=True)
+def fused_choice(request, monkeypatch):
+    """Run every test with the CPU's choices of the fast path and with the
+    GPU's (SDPA, padded one-launch convs) forced onto the CPU."""
+    if request.param == 'gpu-choice':
+        for module in (scalable_attention, group_mix_attention):
+            monkeypatch.setattr(module, 'prefers_one_launch', lambda x: True)
+    return request.param
 
 
 def _randomise(module, seed=0):
@@ -259,3 +270,30 @@ def test_helpers():
     assert len(calls) == 2
     cache.get([source], build)  # recording autograd: always rebuilt
     assert len(calls) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4),
+                                       (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize('build', [
+    lambda impl: ScalableViT(arch=SCALABLE_TINY, attn_impl=impl),
+    lambda impl: GroupMixFormer(arch=GROUPMIX_TINY, attn_impl=impl),
+])
+def test_fast_matches_reference_on_cuda(build, dtype, tol):
+    """The GPU's fused choices (SDPA with masks at odd sizes, one-launch
+    convs) on fresh random inputs, eval and training mode."""
+    torch.manual_seed(0)
+    fast = _randomise(build('fast')).cuda()
+    reference = build('reference').cuda()
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 3, 97, 75, device='cuda')
+    for train in (False, True):
+        fast.train(train)
+        reference.train(train)
+        with torch.autocast('cuda', dtype=dtype,
+                            enabled=dtype != torch.float32):
+            outs = fast(x)
+            expected = reference(x)
+        for a, b in zip(outs, expected):
+            scale = b.float().abs().max()
+            assert ((a.float() - b.float()).abs().max() / scale) < tol

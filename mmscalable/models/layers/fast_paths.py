@@ -25,6 +25,22 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+def prefers_one_launch(x: Tensor) -> bool:
+    """Whether fused formulations pay for ``x``'s device.
+
+    On a GPU these backbones are bound by kernel launches and memory
+    traffic (the reference reaches 2-8% of an H100's bf16 peak), so the fast
+    paths trade a few wasted multiply-adds (zero-padded kernels) for fewer
+    launches, and attend with ``F.scaled_dot_product_attention``, which never
+    writes the weights to memory. On the CPU, measured on this project's
+    2-core machine (docs/benchmark/), the padded kernels' extra work and
+    the CPU SDPA kernels on these shapes (thousands of queries, tens to
+    hundreds of keys) are slower than the plain computation, so the fast
+    path computes those parts as the reference does there.
+    """
+    return x.device.type != 'cpu'
+
+
 def explicit_attention(query: Tensor,
                        key: Tensor,
                        value: Tensor,
@@ -40,6 +56,29 @@ def explicit_attention(query: Tensor,
     if key_mask is not None:
         attn = attn.masked_fill(~key_mask, float('-inf'))
     return dropout(attn.softmax(dim=-1)) @ value
+
+
+def attend(query: Tensor,
+           key: Tensor,
+           value: Tensor,
+           scale: float,
+           dropout: nn.Dropout,
+           fused: bool,
+           key_mask: Optional[Tensor] = None) -> Tensor:
+    """``softmax(scale * Q K^T) V``, fused (SDPA) or explicit.
+
+    ``dropout`` is the module of the attention weights; its rate and
+    training flag give SDPA's ``dropout_p``.
+    """
+    if not fused:
+        return explicit_attention(query, key, value, scale, dropout, key_mask)
+    return F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=key_mask,
+        dropout_p=dropout.p if dropout.training else 0.,
+        scale=scale)
 
 
 def pad_kernel(weight: Tensor, size: int) -> Tensor:

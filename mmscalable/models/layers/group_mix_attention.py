@@ -8,10 +8,13 @@ mmscalable's ScalableViT.
 
 ``impl='reference'`` runs one conv module per segment and per head group, as
 the official code does. ``impl='fast'`` computes the same with the
-segments' depthwise convs as one conv (kernels zero-padded to the largest
-size), their pointwise convs as one grouped conv, and the segment norms as
-one BatchNorm; with frozen statistics the norms are folded into the convs and
-the fused weights are kept between inference calls.
+segments' pointwise convs as one grouped conv and the segment norms as one
+BatchNorm (with frozen statistics folded into the convs, the fused weights
+kept between inference calls); on GPUs the segments' depthwise convs and the
+position encoding's head groups also run as one conv each, their kernels
+zero-padded to the largest size (fewer launches for a few more
+multiply-adds; on the CPU the extra work measured slower, so there they
+stay one conv per kernel size).
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -25,7 +28,8 @@ from torch import Tensor
 
 from mmscalable.registry import MODELS
 from .conv_position_encoding import map_to_tokens
-from .fast_paths import InferenceCache, check_impl, fold_batch_norm, pad_kernel
+from .fast_paths import (InferenceCache, check_impl, fold_batch_norm,
+                         pad_kernel, prefers_one_launch)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -39,7 +43,7 @@ class ConvRelativePositionEncoding(BaseModule):
         head_splits (dict[int, int]): ``{kernel_size: num_heads}`` in head
             order, e.g. ``{3: 2, 5: 3, 7: 3}``.
         fused (bool): Run the head groups' convs as one depthwise conv with
-            zero-padded kernels. Defaults to True.
+            zero-padded kernels on GPUs. Defaults to True.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -78,7 +82,7 @@ class ConvRelativePositionEncoding(BaseModule):
             Tensor: (B, heads, N, head_dims).
         """
         B, num_heads, N, head_dims = q.shape
-        if self.fused:
+        if self.fused and prefers_one_launch(value_map):
             weight, bias = self._cache.get(self._sources(),
                                            self._fused_weights)
             encoded = F.conv2d(
@@ -249,11 +253,11 @@ class GroupMixAttention(BaseModule):
         return torch.cat(attended, dim=1)
 
     def _fast_segments(self, qkv: Tensor) -> Tensor:
-        """All attended segments with one conv, one grouped conv, one norm.
+        """All attended segments with one grouped conv and one norm.
 
         The proxy segments are contiguous channels of ``qkv``; their
-        depthwise kernels, zero-padded to the largest size, and their
-        pointwise kernels, as groups, make one conv each.
+        pointwise kernels, as groups, make one conv, and on GPUs their
+        depthwise kernels, zero-padded to the largest size, another.
         """
         seg = self.segment_dims
         num_proxies = len(self.proxy_aggregators)
@@ -269,11 +273,17 @@ class GroupMixAttention(BaseModule):
         else:
             dw_weight, pw_weight = self._fused_weights(norms, False)
             pw_bias = None
-        proxies = F.conv2d(
-            proxies,
-            dw_weight,
-            padding=self.proxy_kernel_size // 2,
-            groups=proxies.shape[1])
+        if prefers_one_launch(qkv):
+            proxies = F.conv2d(
+                proxies,
+                dw_weight,
+                padding=self.proxy_kernel_size // 2,
+                groups=proxies.shape[1])
+        else:
+            proxies = torch.cat([
+                aggregate.depthwise_conv.conv(segment) for aggregate, segment
+                in zip(self.proxy_aggregators, proxies.split(seg, dim=1))
+            ], dim=1)
         proxies = F.conv2d(proxies, pw_weight, pw_bias, groups=num_proxies)
         if frozen:
             tokens = torch.addcmul(

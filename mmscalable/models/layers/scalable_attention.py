@@ -6,12 +6,14 @@ and the map size ``hw_shape = (H, W)``, as the attentions of mmseg's MiT do,
 so that any hierarchical backbone can use them.
 
 Each has two implementations of the same function, chosen by ``impl``:
-``'fast'`` (the default) attends with ``F.scaled_dot_product_attention``
-(fused flash / memory-efficient kernels where the device has them);
 ``'reference'`` computes what the official code computes the way it computes
 it, an explicit ``softmax(Q K^T) V`` with the weights in memory and windows
-cut with reshapes. The benchmark times one against the other; the tests
-check that they agree.
+cut with reshapes; ``'fast'`` (the default) attends on GPUs with
+``F.scaled_dot_product_attention`` (flash / memory-efficient kernels, with a
+key mask for padded windows) and cuts windows with the extension's kernels.
+On the CPU, where SDPA measured slower on these shapes, it attends
+explicitly (``fast_paths.prefers_one_launch``). The benchmark times one
+against the other; the tests check that they agree.
 """
 from typing import Optional, Sequence
 
@@ -26,7 +28,7 @@ from mmscalable.ops import (window_partition, window_partition_reference,
                             window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
 from .conv_position_encoding import map_to_tokens, tokens_to_map
-from .fast_paths import check_impl, explicit_attention
+from .fast_paths import attend, check_impl, prefers_one_launch
 
 
 @MODELS.register_module()
@@ -68,8 +70,9 @@ class ScalableSelfAttention(BaseModule):
             in the official code).
         act_cfg (dict): Activation of the reduced context.
             Defaults to ``dict(type='GELU')``.
-        impl (str): ``'fast'`` (``F.scaled_dot_product_attention``) or
-            ``'reference'`` (explicit softmax, as the official code).
+        impl (str): ``'fast'`` (``F.scaled_dot_product_attention`` on
+            GPUs) or ``'reference'`` (explicit softmax, as the official
+            code).
             Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
@@ -176,16 +179,8 @@ class ScalableSelfAttention(BaseModule):
         else:
             key, value = self.k(context), self.v(context)
         key, value = self._split_heads(key), self._split_heads(value)
-        if self.impl == 'reference':
-            out = explicit_attention(query, key, value, self.scale,
-                                     self.attn_drop)
-        else:
-            out = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                dropout_p=self.attn_drop_rate if self.training else 0.,
-                scale=self.scale)
+        out = attend(query, key, value, self.scale, self.attn_drop,
+                     self.impl == 'fast' and prefers_one_launch(x))
         out = out.transpose(1, 2).reshape(B, N, self.value_dims)
         return self.proj_drop(self.proj(out))
 
@@ -215,7 +210,8 @@ class InteractiveWindowAttention(BaseModule):
         proj_drop_rate (float): Dropout after the output projection.
             Defaults to 0.
         impl (str): ``'fast'`` (``F.scaled_dot_product_attention`` over all
-            windows, the extension's window partition) or ``'reference'``
+            windows on GPUs, the extension's window partition) or
+            ``'reference'``
             (explicit softmax, windows cut with reshapes, as the official
             code). Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -291,22 +287,14 @@ class InteractiveWindowAttention(BaseModule):
         mask = self.padding_mask(hw_shape, x.device)
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
+        out = attend(query, key, value, self.scale, self.attn_drop,
+                     self.impl == 'fast' and prefers_one_launch(x), mask)
+        out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
         if self.impl == 'reference':
-            out = explicit_attention(query, key, value, self.scale,
-                                     self.attn_drop, mask)
-            out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
-            out = window_reverse_reference(out, ws, H, W).reshape(B, N, C)
+            out = window_reverse_reference(out, ws, H, W)
         else:
-            out = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=mask,
-                dropout_p=self.attn_drop_rate if self.training else 0.,
-                scale=self.scale)
-            out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
-            out = window_reverse(out, ws, H, W).view(B, N, C)
-        return self.proj_drop(self.proj(out + local))
+            out = window_reverse(out, ws, H, W)
+        return self.proj_drop(self.proj(out.view(B, N, C) + local))
 
     def _partition(self, x: Tensor) -> Tensor:
         """(B, H, W, C) to padded (B * windows, ws * ws, C) windows."""
