@@ -474,11 +474,15 @@ def markdown_table(results: dict) -> str:
     side."""
     impls = [i for i in IMPLS if any(r['impl'] == i
                                      for r in results['records'])]
+    records = results['records']
+    # Columns a CPU run cannot fill are left out.
+    with_memory = any(r.get('peak_memory_mib') is not None for r in records)
+    with_fraction = any(r.get('peak_fraction') is not None for r in records)
     header = ['model', 'HxW:batch', 'mode', 'dtype', 'GFLOPs']
     header += [f'{i} img/s' for i in impls]
     header += [f'{i} ms' for i in impls]
-    header += [f'{i} peak MiB' for i in impls]
-    header += ['fast / ref', 'fast % bf16 peak']
+    header += [f'{i} peak MiB' for i in impls] if with_memory else []
+    header += ['fast / ref'] + (['fast % bf16 peak'] if with_fraction else [])
     lines = [
         f"Device: {results['device']}, torch {results['torch']}, median of "
         f"{results['repeats']} after {results['warmup']} warm-up calls.", '',
@@ -493,13 +497,17 @@ def markdown_table(results: dict) -> str:
         cells = list(key) + [f'{gflops:.2f}' if gflops else '-']
         cells += [_cell(by_impl.get(i), 'images_per_s', '.1f') for i in impls]
         cells += [_cell(by_impl.get(i), 'latency_ms', '.2f') for i in impls]
-        cells += [
-            _cell(by_impl.get(i), 'peak_memory_mib', '.0f') for i in impls
-        ]
+        if with_memory:
+            cells += [
+                _cell(by_impl.get(i), 'peak_memory_mib', '.0f')
+                for i in impls
+            ]
         speedup = ratios[key]['fast_speedup']
         cells.append('-' if speedup is None else f'{speedup:.2f}x')
-        fraction = (by_impl.get('fast') or {}).get('peak_fraction')
-        cells.append('-' if fraction is None else f'{100 * fraction:.1f}%')
+        if with_fraction:
+            fraction = (by_impl.get('fast') or {}).get('peak_fraction')
+            cells.append('-' if fraction is None else
+                         f'{100 * fraction:.1f}%')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -534,12 +542,19 @@ def plot_speedups(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: dict, out_prefix: str) -> List[str]:
-    """``<prefix>.json``, ``<prefix>.md`` and ``<prefix>.png``."""
-    paths = [f'{out_prefix}.json', f'{out_prefix}.md', f'{out_prefix}.png']
-    with open(paths[0], 'w') as f:
-        json.dump(results, f, indent=1)
-    with open(paths[1], 'w') as f:
+def write_outputs(results: dict,
+                  out_prefix: str,
+                  with_json: bool = True) -> List[str]:
+    """``<prefix>.json`` (unless ``with_json`` is False), ``<prefix>.md``
+    and ``<prefix>.png``; returns the paths written."""
+    paths = []
+    if with_json:
+        paths.append(f'{out_prefix}.json')
+        with open(paths[-1], 'w') as f:
+            json.dump(results, f, indent=1)
+    paths.append(f'{out_prefix}.md')
+    with open(paths[-1], 'w') as f:
         f.write(markdown_table(results))
-    plot_speedups(results, paths[2])
+    paths.append(f'{out_prefix}.png')
+    plot_speedups(results, paths[-1])
     return paths

@@ -210,3 +210,19 @@ def test_task_model_errors(tmp_path):
         config_builder(
             osp.join(ROOT, 'configs/refiner/'
                      'upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py'))
+
+
+def test_cli_renders_an_earlier_run(tmp_path):
+    builders = {'toy': lambda impl: _Toy(impl, 0.)}
+    results = run_benchmark(['toy'], [Setting.parse('16x16:2')],
+                            modes=('inference', ), dtypes=('fp32', ),
+                            device='cpu', warmup=0, repeats=1,
+                            builders=builders, log=_quiet)
+    json_path = tmp_path / 'run.json'
+    json_path.write_text(json.dumps(results))
+    result = _run_tool('--render', str(json_path), '--out',
+                       str(tmp_path / 'again'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / 'again.md').read_text() == markdown_table(results)
+    assert (tmp_path / 'again.png').is_file()
+    assert not (tmp_path / 'again.json').exists()

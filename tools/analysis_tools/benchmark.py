@@ -21,6 +21,7 @@ Examples:
         --modes inference --dtypes fp32 --warmup 1 --repeats 3 --out /tmp/cpu
 """
 import argparse
+import json
 import os
 import sys
 
@@ -62,7 +63,14 @@ def parse_args(argv=None):
                         help='skip counting FLOPs')
     parser.add_argument('--out', required=True,
                         help='output prefix: writes .json, .md and .png')
+    parser.add_argument(
+        '--render',
+        metavar='JSON',
+        help='write the table and chart of an earlier run\'s JSON to --out '
+        '(.md, .png) instead of running')
     args = parser.parse_args(argv)
+    if args.render:
+        return args
     if args.models == ['all']:
         args.models = list(MODELS)
     unknown = [
@@ -86,6 +94,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            results = json.load(f)
+        for path in write_outputs(results, args.out, with_json=False):
+            print(f'wrote {path}')
+        return
     results = run_benchmark(
         args.models,
         args.settings,
