@@ -201,6 +201,16 @@ class _Timer:
         return time.perf_counter() - begin
 
 
+def median_seconds(fn: Callable[[], None], device: torch.device,
+                   warmup: int, repeats: int) -> float:
+    """Median time of ``fn()`` after ``warmup`` untimed calls: CUDA events
+    on a GPU, ``perf_counter`` on the CPU."""
+    timer = _Timer(torch.device(device))
+    for _ in range(warmup):
+        fn()
+    return statistics.median([timer(fn) for _ in range(repeats)])
+
+
 def _step_fn(model: nn.Module, x: torch.Tensor, mode: str,
              dtype: torch.dtype) -> Callable[[], None]:
     autocast = torch.autocast(
@@ -247,12 +257,8 @@ def time_model(model: nn.Module,
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-    step = _step_fn(model, x, mode, dtype)
-    timer = _Timer(device)
-    for _ in range(warmup):
-        step()
-    times = [timer(step) for _ in range(repeats)]
-    latency = statistics.median(times)
+    latency = median_seconds(
+        _step_fn(model, x, mode, dtype), device, warmup, repeats)
     peak = None
     if cuda:
         own = sum(t.numel() * t.element_size()

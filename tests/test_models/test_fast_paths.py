@@ -183,31 +183,20 @@ def test_gma_bf16_autocast_close_to_fp32():
 
 
 @pytest.mark.parametrize('train', [True, False])
-def test_scalablevit_fast_matches_reference(train):
+@pytest.mark.parametrize('backbone,arch,size', [
+    (ScalableViT, SCALABLE_TINY, (75, 61)),
+    (GroupMixFormer, GROUPMIX_TINY, (45, 38)),
+])
+def test_backbone_fast_matches_reference(backbone, arch, size, train):
+    """Outputs, gradients and BatchNorm statistics, at odd sizes."""
     torch.manual_seed(0)
-    fast = _randomise(
-        ScalableViT(arch=SCALABLE_TINY, drop_path_rate=0.).double())
-    reference = ScalableViT(
-        arch=SCALABLE_TINY, drop_path_rate=0., attn_impl='reference').double()
+    fast = _randomise(backbone(arch=arch, drop_path_rate=0.).double())
+    reference = backbone(
+        arch=arch, drop_path_rate=0., attn_impl='reference').double()
     reference.load_state_dict(fast.state_dict())
     fast.train(train)
     reference.train(train)
-    x = torch.randn(2, 3, 75, 61, dtype=torch.float64)
-    _assert_same(fast, reference, [x], lambda m, x: m(x))
-
-
-@pytest.mark.parametrize('train', [True, False])
-def test_groupmixformer_fast_matches_reference(train):
-    torch.manual_seed(0)
-    fast = _randomise(
-        GroupMixFormer(arch=GROUPMIX_TINY, drop_path_rate=0.).double())
-    reference = GroupMixFormer(
-        arch=GROUPMIX_TINY, drop_path_rate=0.,
-        attn_impl='reference').double()
-    reference.load_state_dict(fast.state_dict())
-    fast.train(train)
-    reference.train(train)
-    x = torch.randn(2, 3, 45, 38, dtype=torch.float64)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
     _assert_same(fast, reference, [x], lambda m, x: m(x))
     for (name, a), b in zip(fast.named_buffers(), reference.buffers()):
         torch.testing.assert_close(a, b, msg=name)

@@ -173,19 +173,9 @@ def check_gradients(ops):
 
 def time_cuda_ms(fn, warmup, repeats):
     """Median time of ``fn()`` in milliseconds, measured with CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    # Imported here: import_ops() has put the source package in place.
+    from mmscalable.utils.benchmark import median_seconds
+    return median_seconds(fn, torch.device('cuda'), warmup, repeats) * 1e3
 
 
 def benchmark(ops, ext, dtypes, warmup, repeats):

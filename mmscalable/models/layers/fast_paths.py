@@ -95,6 +95,36 @@ def pad_kernel(weight: Tensor, size: int) -> Tensor:
     return F.pad(weight, (margin, ) * 4) if margin else weight
 
 
+def padded_depthwise_weights(convs: Sequence[nn.Conv2d]
+                             ) -> Tuple[Tensor, Optional[Tensor]]:
+    """The kernels (zero-padded to the largest) and biases of depthwise
+    convs on consecutive channel groups, as one conv's."""
+    size = max(conv.weight.shape[-1] for conv in convs)
+    weight = torch.cat([pad_kernel(conv.weight, size) for conv in convs])
+    biases = [conv.bias for conv in convs]
+    bias = None if biases[0] is None else torch.cat(biases)
+    return weight, bias
+
+
+def grouped_depthwise(x: Tensor,
+                      convs: Sequence[nn.Conv2d],
+                      splits: Sequence[int],
+                      padded: Optional[Tuple[Tensor, Optional[Tensor]]] = None
+                      ) -> Tensor:
+    """Depthwise convs of several kernel sizes on consecutive channel
+    groups of ``x`` (``splits`` channels each): one conv with the
+    ``padded`` weights of :func:`padded_depthwise_weights` if given, else one
+    conv per group."""
+    if padded is not None:
+        weight, bias = padded
+        return F.conv2d(
+            x, weight, bias, padding=weight.shape[-1] // 2,
+            groups=x.shape[1])
+    return torch.cat(
+        [conv(part) for conv, part in zip(convs, x.split(splits, dim=1))],
+        dim=1)
+
+
 def fold_batch_norm(norm: nn.modules.batchnorm._BatchNorm
                     ) -> Tuple[Tensor, Tensor]:
     """Scale and shift of a BatchNorm that uses its running statistics."""

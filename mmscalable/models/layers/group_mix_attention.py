@@ -29,7 +29,8 @@ from torch import Tensor
 from mmscalable.registry import MODELS
 from .conv_position_encoding import map_to_tokens
 from .fast_paths import (InferenceCache, check_impl, fold_batch_norm,
-                         pad_kernel, prefers_one_launch)
+                         grouped_depthwise, padded_depthwise_weights,
+                         prefers_one_launch)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -54,7 +55,6 @@ class ConvRelativePositionEncoding(BaseModule):
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.fused = fused
-        self.kernel_size = max(head_splits)
         self._cache = InferenceCache()
         self.channel_splits = [
             num_heads * head_dims for num_heads in head_splits.values()
@@ -82,29 +82,14 @@ class ConvRelativePositionEncoding(BaseModule):
             Tensor: (B, heads, N, head_dims).
         """
         B, num_heads, N, head_dims = q.shape
+        padded = None
         if self.fused and prefers_one_launch(value_map):
-            weight, bias = self._cache.get(self._sources(),
-                                           self._fused_weights)
-            encoded = F.conv2d(
-                value_map,
-                weight,
-                bias,
-                padding=self.kernel_size // 2,
-                groups=weight.shape[0])
-        else:
-            encoded = torch.cat([
-                conv(v) for conv, v in zip(
-                    self.convs, value_map.split(self.channel_splits, dim=1))
-            ], dim=1)
+            padded = self._cache.get(
+                [p for conv in self.convs for p in (conv.weight, conv.bias)],
+                lambda: padded_depthwise_weights(self.convs))
+        encoded = grouped_depthwise(value_map, self.convs,
+                                    self.channel_splits, padded)
         return q * encoded.reshape(B, num_heads, head_dims, N).transpose(-2, -1)
-
-    def _sources(self) -> List[Tensor]:
-        return [p for conv in self.convs for p in (conv.weight, conv.bias)]
-
-    def _fused_weights(self):
-        weight = torch.cat(
-            [pad_kernel(conv.weight, self.kernel_size) for conv in self.convs])
-        return weight, torch.cat([conv.bias for conv in self.convs])
 
 
 @MODELS.register_module()
@@ -232,7 +217,6 @@ class GroupMixAttention(BaseModule):
             raise ValueError('The fast GroupMixAttention applies one '
                              'activation to all segments, so it must be '
                              f'parameter-free; got {act_cfg}')
-        self.proxy_kernel_size = max(proxy_kernel_sizes)
         self._cache = InferenceCache()
 
     @property
@@ -266,24 +250,18 @@ class GroupMixAttention(BaseModule):
         frozen = all(
             isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
             and n.running_mean is not None for n in norms)
+        one_launch = prefers_one_launch(qkv)
         if frozen:
-            dw_weight, pw_weight, pw_bias, token_scale, token_shift = (
-                self._cache.get(self._fused_sources(norms),
-                                lambda: self._fused_weights(norms, True)))
+            padded, pw_weight, pw_bias, token_scale, token_shift = (
+                self._cache.get(
+                    self._fused_sources(norms),
+                    lambda: self._fused_weights(norms, True, one_launch)))
         else:
-            dw_weight, pw_weight = self._fused_weights(norms, False)
+            padded, pw_weight = self._fused_weights(norms, False, one_launch)
             pw_bias = None
-        if prefers_one_launch(qkv):
-            proxies = F.conv2d(
-                proxies,
-                dw_weight,
-                padding=self.proxy_kernel_size // 2,
-                groups=proxies.shape[1])
-        else:
-            proxies = torch.cat([
-                aggregate.depthwise_conv.conv(segment) for aggregate, segment
-                in zip(self.proxy_aggregators, proxies.split(seg, dim=1))
-            ], dim=1)
+        depthwise = [a.depthwise_conv.conv for a in self.proxy_aggregators]
+        proxies = grouped_depthwise(proxies, depthwise,
+                                    [seg] * num_proxies, padded)
         proxies = F.conv2d(proxies, pw_weight, pw_bias, groups=num_proxies)
         if frozen:
             tokens = torch.addcmul(
@@ -307,19 +285,20 @@ class GroupMixAttention(BaseModule):
             sources += [p for p in (norm.weight, norm.bias) if p is not None]
         return sources
 
-    def _fused_weights(self, norms: Sequence[nn.Module], fold: bool):
-        """The fused proxy kernels; with ``fold``, the norms folded in."""
-        dw_weight = torch.cat([
-            pad_kernel(aggregate.depthwise_conv.conv.weight,
-                       self.proxy_kernel_size)
+    def _fused_weights(self, norms: Sequence[nn.Module], fold: bool,
+                       one_launch: bool):
+        """The fused proxy kernels (the padded depthwise ones only for
+        ``one_launch``); with ``fold``, the norms folded in."""
+        padded = padded_depthwise_weights([
+            aggregate.depthwise_conv.conv
             for aggregate in self.proxy_aggregators
-        ])
+        ]) if one_launch else None
         pw_weights = [
             aggregate.pointwise_conv.conv.weight
             for aggregate in self.proxy_aggregators
         ]
         if not fold:
-            return dw_weight, torch.cat(pw_weights)
+            return padded, torch.cat(pw_weights)
         (token_scale, token_shift), *proxy_affines = [
             fold_batch_norm(norm) for norm in norms
         ]
@@ -328,7 +307,7 @@ class GroupMixAttention(BaseModule):
             for weight, (scale, _) in zip(pw_weights, proxy_affines)
         ])
         pw_bias = torch.cat([shift for _, shift in proxy_affines])
-        return dw_weight, pw_weight, pw_bias, token_scale, token_shift
+        return padded, pw_weight, pw_bias, token_scale, token_shift
 
     def _batch_norm_segments(self, x: Tensor,
                              norms: Sequence[nn.Module]) -> Tensor:
