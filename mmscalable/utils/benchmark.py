@@ -488,7 +488,9 @@ def markdown_table(results: dict) -> str:
     header += [f'{i} img/s' for i in impls]
     header += [f'{i} ms' for i in impls]
     header += [f'{i} peak MiB' for i in impls] if with_memory else []
-    header += ['fast / ref'] + (['fast % bf16 peak'] if with_fraction else [])
+    header += ['fast / ref']
+    header += ['compile / ref'] if 'compile' in impls else []
+    header += ['fast % bf16 peak'] if with_fraction else []
     lines = [
         f"Device: {results['device']}, torch {results['torch']}, median of "
         f"{results['repeats']} after {results['warmup']} warm-up calls.", '',
@@ -508,8 +510,9 @@ def markdown_table(results: dict) -> str:
                 _cell(by_impl.get(i), 'peak_memory_mib', '.0f')
                 for i in impls
             ]
-        speedup = ratios[key]['fast_speedup']
-        cells.append('-' if speedup is None else f'{speedup:.2f}x')
+        for impl in ('fast', 'compile')[:1 + ('compile' in impls)]:
+            speedup = ratios[key][f'{impl}_speedup']
+            cells.append('-' if speedup is None else f'{speedup:.2f}x')
         if with_fraction:
             fraction = (by_impl.get('fast') or {}).get('peak_fraction')
             cells.append('-' if fraction is None else
