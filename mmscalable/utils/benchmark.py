@@ -15,14 +15,15 @@ the backbone once per implementation with the same weights:
 
 Before it times anything it checks that fast and reference agree on one
 image in fp32 (TF32 off). Timing uses CUDA events on a GPU and
-``time.perf_counter`` on the CPU: ``warmup`` untimed calls, then the median of
-``repeats`` timed ones (``torch.compile`` compiles in the untimed calls). An inference call is a forward under
-``torch.inference_mode``; a training step is forward, a loss over every
-output, backward and an AdamW step. ``dtype='bf16'`` runs under
-``torch.autocast``. Peak memory is what one model's calls need on the GPU
-(its weights, plus the peak of ``torch.cuda.max_memory_allocated`` above the
-memory held before them); it is not measured on the CPU. FLOPs are counted once per model
-and size on the reference with mmengine's ``FlopAnalyzer`` (fvcore's
+``time.perf_counter`` on the CPU: ``warmup`` untimed calls, then the median
+of ``repeats`` timed ones (``torch.compile`` compiles in the untimed calls).
+An inference call is a forward under ``torch.inference_mode``; a training
+step is forward, a loss over every output, backward and an AdamW step.
+``dtype='bf16'`` runs under ``torch.autocast``. Peak memory is what one
+model's calls need on the GPU (its weights, plus the peak of
+``torch.cuda.max_memory_allocated`` above the memory held before them); it is
+not measured on the CPU. FLOPs are counted once per model and size on the
+reference with mmengine's ``FlopAnalyzer`` (fvcore's
 convention: one multiply-add is one FLOP, as the papers report them); the
 achieved fraction of peak counts 2 FLOPs per multiply-add, and 3x the forward
 for a training step.
@@ -307,6 +308,21 @@ def _is_oom(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and 'out of memory' in str(error))
 
 
+def _time_or_oom(model: nn.Module, setting: Setting, mode: str, dtype: str,
+                 device: torch.device, warmup: int, repeats: int) -> dict:
+    """:func:`time_model` with ``status`` 'ok', or 'out of memory'."""
+    try:
+        timing = time_model(model, setting, mode, DTYPES[dtype], device,
+                            warmup, repeats)
+    except Exception as error:  # noqa: B902
+        if not _is_oom(error):
+            raise
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        return dict(status='out of memory')
+    return dict(timing, status='ok')
+
+
 def run_benchmark(models: Sequence[str],
                   settings: Sequence[Setting],
                   modes: Sequence[str] = MODES,
@@ -375,48 +391,36 @@ def run_benchmark(models: Sequence[str],
             log(f'{name} {setting}: fast and reference agree '
                 f'(relative error {error:.2g}); '
                 + (f'{macs / 1e9:.2f} GFLOPs' if macs else 'FLOPs not counted'))
-            for mode in modes:
-                for dtype in dtypes:
-                    for impl in impls:
-                        record = dict(
-                            model=name,
-                            setting=str(setting),
-                            height=setting.height,
-                            width=setting.width,
-                            batch=setting.batch,
-                            mode=mode,
-                            dtype=dtype,
-                            impl=impl,
-                            params=params,
-                            gflops_per_image=macs / 1e9 if macs else None,
-                            agreement_rel_error=error)
-                        model = fast if impl != 'reference' else reference
-                        # Every run starts from the same weights (a training
-                        # step changes them).
-                        model.load_state_dict(initial_state)
-                        if impl == 'compile':
-                            model = torch.compile(model)
-                        try:
-                            record.update(
-                                time_model(model, setting, mode,
-                                           DTYPES[dtype], device, warmup,
-                                           repeats))
-                        except Exception as error_:  # noqa: B902
-                            if not _is_oom(error_):
-                                raise
-                            record.update(status='out of memory')
-                            if device.type == 'cuda':
-                                torch.cuda.empty_cache()
-                        else:
-                            record['status'] = 'ok'
-                            if macs and peak and dtype == 'bf16':
-                                work = 2 * macs * (3 if mode == 'train' else 1)
-                                record['peak_fraction'] = (
-                                    work * record['images_per_s'] / peak)
-                        results['records'].append(record)
-                        log(format_record(record))
-                        if impl == 'compile':
-                            torch._dynamo.reset()
+            for mode, dtype, impl in itertools.product(modes, dtypes, impls):
+                # Every run starts from the same weights (a training step
+                # changes them).
+                model = fast if impl != 'reference' else reference
+                model.load_state_dict(initial_state)
+                record = dict(
+                    model=name,
+                    setting=str(setting),
+                    height=setting.height,
+                    width=setting.width,
+                    batch=setting.batch,
+                    mode=mode,
+                    dtype=dtype,
+                    impl=impl,
+                    params=params,
+                    gflops_per_image=macs / 1e9 if macs else None,
+                    agreement_rel_error=error)
+                record.update(
+                    _time_or_oom(
+                        torch.compile(model) if impl == 'compile' else model,
+                        setting, mode, dtype, device, warmup, repeats))
+                if record['status'] == 'ok' and macs and peak and (
+                        dtype == 'bf16'):
+                    work = 2 * macs * (3 if mode == 'train' else 1)
+                    record['peak_fraction'] = (
+                        work * record['images_per_s'] / peak)
+                results['records'].append(record)
+                log(format_record(record))
+                if impl == 'compile':
+                    torch._dynamo.reset()
         del fast, reference
         if device.type == 'cuda':
             torch.cuda.empty_cache()

@@ -23,7 +23,6 @@ Exits with status 1 if a check fails.
 import argparse
 import importlib
 import os.path as osp
-import statistics
 import subprocess
 import sys
 import types

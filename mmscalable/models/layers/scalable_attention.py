@@ -103,7 +103,6 @@ class ScalableSelfAttention(BaseModule):
         self.spatial_ratio = int(spatial_ratio)
         self.channel_ratio = channel_ratio
         self.shared_kv = shared_kv
-        self.attn_drop_rate = attn_drop_rate
         # The official scale uses head_dim * r_c even where int() rounding
         # makes C' / num_heads differ from it.
         self.scale = (embed_dims // num_heads * channel_ratio)**-0.5
@@ -236,7 +235,6 @@ class InteractiveWindowAttention(BaseModule):
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.window_size = window_size
-        self.attn_drop_rate = attn_drop_rate
         self.scale = (embed_dims // num_heads)**-0.5
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
         self.local_interaction = nn.Conv2d(
