@@ -7,8 +7,15 @@ root, so a config of any of them can name ``type='mmscalable.ScalableViT'``:
 the registry lookup climbs to the root and descends into this scope. None of
 the task libraries is imported here, so an mmdet user does not need mmseg and
 the reverse.
+
+``HOOKS``, ``OPTIM_WRAPPERS`` and ``MODEL_WRAPPERS`` hold the training-side
+parts of ``mmscalable.engine`` (``type='mmscalable.RandomStateHook'`` and
+so on), built the same way.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 MODELS = Registry(
@@ -16,3 +23,19 @@ MODELS = Registry(
     parent=MMENGINE_MODELS,
     scope='mmscalable',
     locations=['mmscalable.models'])
+
+HOOKS = Registry(
+    'hook',
+    parent=MMENGINE_HOOKS,
+    scope='mmscalable',
+    locations=['mmscalable.engine'])
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper',
+    parent=MMENGINE_OPTIM_WRAPPERS,
+    scope='mmscalable',
+    locations=['mmscalable.engine'])
+MODEL_WRAPPERS = Registry(
+    'model_wrapper',
+    parent=MMENGINE_MODEL_WRAPPERS,
+    scope='mmscalable',
+    locations=['mmscalable.engine'])

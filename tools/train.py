@@ -54,7 +54,7 @@ def main():
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper == 'AmpOptimWrapper':
+        if optim_wrapper.endswith('AmpOptimWrapper'):
             print_log(
                 'AMP training is already enabled in your config.',
                 logger='current',
@@ -63,7 +63,8 @@ def main():
             if optim_wrapper != 'OptimWrapper':
                 raise ValueError('--amp needs an OptimWrapper, the config '
                                  f'has {optim_wrapper}')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            # mmscalable's wrapper: mmengine's, also on the CPU (bfloat16).
+            cfg.optim_wrapper.type = 'mmscalable.AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
     if args.auto_scale_lr:

@@ -5,11 +5,16 @@ The tools serve mmdet, mmseg and mmpretrain configs alike; what differs
 between the libraries (the visualization hook's options) is decided by the
 config's ``default_scope``.
 """
+import os
 import os.path as osp
+from datetime import timedelta
 from typing import Iterator
 
 import torch
 from mmengine.config import Config, ConfigDict
+
+# Added to every config the tools run (see ``mmscalable.engine.hooks``).
+TOOL_HOOKS = ('mmscalable.RandomStateHook', 'mmscalable.CheckpointMatchHook')
 
 
 def load_tool_config(args) -> Config:
@@ -23,6 +28,7 @@ def load_tool_config(args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     prepare_launcher(cfg)
+    add_tool_hooks(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -32,22 +38,75 @@ def load_tool_config(args) -> Config:
 
 
 def build_runner(cfg: Config):
-    """Generate the demo data the config needs, then build its runner."""
+    """Check the inputs, generate the demo data the config needs, start the
+    CPU process group if there is one to start, then build the runner."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    from .preflight import check_inputs
     ensure_config_data(cfg)
+    check_inputs(cfg)
+    init_cpu_process_group(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
 
 
+def add_tool_hooks(cfg: Config) -> None:
+    """Append the hooks of :data:`TOOL_HOOKS` the config does not list."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    listed = {hook.get('type') for hook in hooks}
+    for hook_type in TOOL_HOOKS:
+        if hook_type not in listed and hook_type.split('.')[-1] not in listed:
+            hooks.append(ConfigDict(type=hook_type))
+    cfg.custom_hooks = hooks
+
+
 def prepare_launcher(cfg: Config) -> None:
-    """Run distributed jobs over gloo where there is no GPU."""
+    """Run distributed jobs over gloo, on CPU processes, without a GPU.
+
+    mmengine 0.10.7 assumes a GPU per process for the pytorch launcher: it
+    calls ``torch.cuda.set_device`` and gives DDP ``device_ids`` (which DDP
+    rejects for a module on the CPU). Here the process group is started by
+    :func:`init_cpu_process_group` (mmengine then keeps it) and DDP gets no
+    device ids. SyncBN layers cannot run this way (torch's SyncBatchNorm
+    needs GPU tensors); use ``BN`` in CPU runs.
+    """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
+    if cfg.launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {cfg.launcher} needs a GPU per process; without '
+            'GPUs, start CPU processes with --launcher pytorch '
+            '(tools/dist_train.sh, tools/dist_test.sh)')
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg.backend = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        wrapper = ConfigDict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if wrapper.get('type', 'MMDistributedDataParallel').endswith(
+            'MMDistributedDataParallel'):
+        wrapper.device_ids = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def init_cpu_process_group(cfg: Config) -> None:
+    """Join the gloo process group of a CPU run started by torchrun."""
+    import torch.distributed as dist
+    if (cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available()
+            or dist.is_initialized()):
+        return
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+    timeout = timedelta(seconds=dist_cfg.get('timeout', 1800))
+    dist.init_process_group(
+        backend='gloo',
+        rank=int(os.environ['RANK']),
+        world_size=int(os.environ['WORLD_SIZE']),
+        timeout=timeout)
 
 
 def _datasets(cfg: Config) -> Iterator[dict]:
