@@ -9,6 +9,7 @@ another entry point, list them in ``custom_hooks``::
         dict(type='mmscalable.CheckpointMatchHook'),
     ]
 """
+import logging
 import random
 from typing import Dict, List, Optional
 
@@ -130,7 +131,7 @@ class RandomStateHook(Hook):
                 f'process(es), this run has {get_world_size()}: the '
                 'resumed run draws other random numbers than the original.',
                 logger='current',
-                level='WARNING')
+                level=logging.WARNING)
             return
         set_rng_state(states[get_rank()])
 

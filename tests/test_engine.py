@@ -1,0 +1,251 @@
+"""mmscalable.engine (hooks, AMP wrapper) and the tools' launch and input
+checks, without starting a run (tests/test_distributed.py and
+tests/test_recovery.py run them end to end)."""
+import json
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from tiny_backbones import BACKBONES
+
+import mmscalable.engine.hooks as hooks
+import mmscalable.utils.launch as launch
+import mmscalable.utils.preflight as preflight
+from mmscalable.engine import (AmpOptimWrapper, CheckpointMatchHook,
+                               RandomStateHook)
+from mmscalable.registry import HOOKS, OPTIM_WRAPPERS
+
+
+def draws():
+    return (random.random(), float(np.random.rand()), torch.rand(3))
+
+
+def same(a, b):
+    return a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def fake_runner(resume=True, load_from=None, model=None):
+    return SimpleNamespace(
+        _resume=resume, _load_from=load_from, model=model, hooks=[])
+
+
+def test_hooks_and_wrapper_are_registered():
+    assert HOOKS.get('mmscalable.RandomStateHook') is RandomStateHook
+    assert HOOKS.get('mmscalable.CheckpointMatchHook') is CheckpointMatchHook
+    assert OPTIM_WRAPPERS.get('mmscalable.AmpOptimWrapper') is AmpOptimWrapper
+
+
+def test_random_state_saved_and_restored_on_resume():
+    hook, runner = RandomStateHook(), fake_runner()
+    torch.manual_seed(1)
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draws()
+
+    torch.manual_seed(2)  # what a resumed run does at start-up
+    random.seed(2)
+    np.random.seed(2)
+    hook.after_load_checkpoint(runner, checkpoint)
+    assert not same(draws(), expected)  # not before training starts
+    hook.before_train(runner)
+    assert same(draws(), expected)
+
+
+def test_random_state_not_restored_by_load_from():
+    hook = RandomStateHook()
+    checkpoint = {}
+    hook.before_save_checkpoint(fake_runner(), checkpoint)
+    first = draws()
+    runner = fake_runner(resume=False, load_from='model.pth')
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    assert not same(draws(), first)
+
+
+def test_validation_does_not_shift_the_training_streams():
+    hook, runner = RandomStateHook(), fake_runner()
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    hook.before_val(runner)
+    draws()  # validation drawing (dataloader seeds, sampling)
+    hook.after_val(runner)
+    after_val = draws()
+    torch.set_rng_state(state)
+    assert torch.equal(after_val[2], torch.rand(3))
+
+
+def test_random_states_of_another_world_size_are_not_applied(monkeypatch):
+    hook, runner = RandomStateHook(), fake_runner()
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    checkpoint['rng_states'] = checkpoint['rng_states'] * 2
+    first = draws()
+    hook.after_load_checkpoint(runner, checkpoint)
+    warnings = []
+    monkeypatch.setattr(hooks, 'print_log',
+                        lambda msg, **kwargs: warnings.append(msg))
+    hook.before_train(runner)
+    assert 'random states of 2 process(es), this run has 1' in warnings[0]
+    assert not same(draws(), first)
+
+
+def two_layer(out_features=3):
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, out_features))
+
+
+def test_checkpoint_of_another_model_is_refused():
+    hook = CheckpointMatchHook()
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    runner = fake_runner(False, 'work/other.pth', model=two_layer())
+    with pytest.raises(ValueError, match=r'work/other\.pth does not fit this '
+                       r'model \(Sequential\): 0 of its 4'):
+        hook.after_load_checkpoint(runner, {'state_dict': other.state_dict()})
+
+    wider = two_layer()
+    wider[0], wider[2] = nn.Linear(4, 16), nn.Linear(16, 3)
+    with pytest.raises(ValueError, match=r'shape mismatches e\.g\. \[.0\.'
+                       r'weight: checkpoint \(16, 4\), model \(8, 4\)'):
+        hook.after_load_checkpoint(runner, {'state_dict': wider.state_dict()})
+
+
+def test_checkpoint_with_another_head_fine_tunes():
+    # Two of four tensors fit (a new classifier): the default 0.5 passes.
+    runner = fake_runner(False, 'coco.pth', model=two_layer(out_features=5))
+    state = {f'module.{k}': v for k, v in two_layer().state_dict().items()}
+    CheckpointMatchHook().after_load_checkpoint(runner, {'state_dict': state})
+    with pytest.raises(ValueError, match='2 of its 4'):
+        CheckpointMatchHook(min_fraction=0.75).after_load_checkpoint(
+            runner, {'state_dict': state})
+    with pytest.raises(ValueError, match='min_fraction'):
+        CheckpointMatchHook(min_fraction=2)
+
+
+@pytest.mark.parametrize('name', list(BACKBONES))
+def test_bf16_amp_steps_on_the_cpu_stay_finite(name):
+    torch.manual_seed(0)
+    model = BACKBONES[name]().train()
+    wrapper = AmpOptimWrapper(
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+        dtype='bfloat16',
+        clip_grad=dict(max_norm=1.0))
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(3):
+        with wrapper.optim_context(model):
+            assert torch.is_autocast_enabled('cpu')
+            assert torch.get_autocast_dtype('cpu') == torch.bfloat16
+            outs = model(torch.randn(2, 3, 64, 64))
+            loss = sum(o.float().pow(2).mean() for o in outs)
+        assert torch.isfinite(loss)
+        wrapper.update_params(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before,
+                                                     model.parameters()))
+    assert 'loss_scaler' in wrapper.state_dict()
+
+
+def test_amp_wrapper_arguments():
+    params = [nn.Parameter(torch.ones(2))]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    assert not AmpOptimWrapper(
+        optimizer=optimizer, loss_scale=dict(enabled=False),
+        dtype='bfloat16').loss_scaler.is_enabled()
+    static = AmpOptimWrapper(optimizer=optimizer, loss_scale=512.)
+    assert static.loss_scaler.get_scale() == 512.
+    with pytest.raises(ValueError, match='float16 autocast needs a GPU'):
+        AmpOptimWrapper(optimizer=optimizer, dtype='float16')
+    with pytest.raises(ValueError, match='dtype must be one of'):
+        AmpOptimWrapper(optimizer=optimizer, dtype='int8')
+    with pytest.raises(TypeError, match='loss_scale must be'):
+        AmpOptimWrapper(optimizer=optimizer, loss_scale=[1])
+
+
+def test_cpu_launch_uses_gloo_and_ddp_without_device_ids(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(launcher='pytorch', find_unused_parameters=True))
+    launch.prepare_launcher(cfg)
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.to_dict() == dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=True,
+        device_ids=None)
+
+    cfg = Config(
+        dict(
+            launcher='pytorch',
+            model_wrapper_cfg=dict(
+                type='MMDistributedDataParallel', broadcast_buffers=True)))
+    launch.prepare_launcher(cfg)
+    assert cfg.model_wrapper_cfg.broadcast_buffers
+    assert cfg.model_wrapper_cfg.device_ids is None
+
+    with pytest.raises(RuntimeError, match='--launcher slurm needs a GPU'):
+        launch.prepare_launcher(Config(dict(launcher='slurm')))
+
+    cfg = Config(dict(launcher='none'))
+    launch.prepare_launcher(cfg)
+    assert 'model_wrapper_cfg' not in cfg
+
+
+def test_tools_add_their_hooks_once():
+    cfg = Config(dict(custom_hooks=[dict(type='RandomStateHook')]))
+    launch.add_tool_hooks(cfg)
+    launch.add_tool_hooks(cfg)
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'RandomStateHook', 'mmscalable.CheckpointMatchHook'
+    ]
+
+
+def dataset_cfg(tmp_path, ann_file, work_dir=None):
+    return Config(
+        dict(
+            work_dir=str(work_dir or tmp_path / 'work'),
+            train_dataloader=dict(
+                dataset=dict(
+                    type='RepeatDataset',
+                    times=2,
+                    dataset=dict(
+                        type='CocoDataset',
+                        data_root=str(tmp_path),
+                        ann_file=ann_file)))))
+
+
+def test_preflight_accepts_good_inputs(tmp_path):
+    (tmp_path / 'ann.json').write_text(json.dumps({'images': []}))
+    preflight.check_inputs(dataset_cfg(tmp_path, 'ann.json'))
+    assert (tmp_path / 'work').is_dir()
+
+
+def test_preflight_names_a_missing_annotation_file(tmp_path):
+    with pytest.raises(FileNotFoundError,
+                       match=r'annotation file .*missing\.json of '
+                       r'train_dataloader \(CocoDataset\) does not exist'):
+        preflight.check_inputs(dataset_cfg(tmp_path, 'missing.json'))
+
+
+def test_preflight_names_an_annotation_file_that_does_not_parse(
+        tmp_path, monkeypatch):
+    (tmp_path / 'ann.json').write_text('{"images": [')
+    with pytest.raises(ValueError, match=r'ann\.json of train_dataloader '
+                       r'\(CocoDataset\) is not valid JSON: Expecting'):
+        preflight.check_inputs(dataset_cfg(tmp_path, 'ann.json'))
+    # Large files: only the outer characters are read.
+    monkeypatch.setattr(preflight, 'FULL_PARSE_BYTES', 4)
+    with pytest.raises(ValueError, match='does not end as it begins'):
+        preflight.check_inputs(dataset_cfg(tmp_path, 'ann.json'))
+    (tmp_path / 'ann.json').write_text('{"images": []}\n')
+    preflight.check_inputs(dataset_cfg(tmp_path, 'ann.json'))
+
+
+def test_preflight_names_a_work_dir_that_is_not_writable(tmp_path):
+    (tmp_path / 'ann.json').write_text('{}')
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    with pytest.raises(PermissionError,
+                       match=r'the work dir .*a_file/work is not writable'):
+        preflight.check_inputs(
+            dataset_cfg(tmp_path, 'ann.json', work_dir=blocker / 'work'))
