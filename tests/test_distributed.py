@@ -15,7 +15,7 @@ import sys
 
 import pytest
 import torch
-from test_tools import DET_CONFIG, ROOT, SEG_CONFIG
+from test_tools import DET_CONFIG, GMF_SEG_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,16 @@ def rank_losses(work_dir):
         'default_hooks.checkpoint.interval=1',
         'val_dataloader.dataset.indices=4'
     ], 'epoch_1.pth', 'coco/bbox_mAP', ['test_dataloader.dataset.indices=6']),
-     (SEG_CONFIG, [
+     # SyncBN everywhere, as the GroupMixFormer recipes (over gloo here).
+     (GMF_SEG_CONFIG, [
          'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
          'default_hooks.checkpoint.interval=4',
-         'val_dataloader.dataset.indices=4'
+         'val_dataloader.dataset.indices=4',
+         'model.backbone.norm_cfg.type=SyncBN',
+         'model.decode_head.norm_cfg.type=SyncBN',
+         'model.auxiliary_head.norm_cfg.type=SyncBN'
      ], 'iter_4.pth', 'mIoU', ['test_dataloader.dataset.indices=6'])],
-    ids=['mask-rcnn', 'upernet'])
+    ids=['scalablevit-mask-rcnn', 'groupmixformer-upernet-syncbn'])
 def test_two_cpu_processes_train_and_test(tmp_path, config, train_options,
                                           checkpoint, metric, test_options):
     work_dir = tmp_path / 'work'
@@ -74,6 +78,9 @@ def test_two_cpu_processes_train_and_test(tmp_path, config, train_options,
                     str(work_dir), '--cfg-options', 'log_level=DEBUG',
                     'default_hooks.logger.interval=1', *train_options)
     assert 'Distributed training: True' in out
+    assert 'CPUDistributedDataParallel' in out
+    if 'SyncBN' in ' '.join(train_options):
+        assert 'SyncBN layers synchronize over gloo' in out
 
     # Both ranks trained, each on its own half of the data, with finite
     # losses.

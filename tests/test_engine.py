@@ -16,6 +16,7 @@ import mmscalable.engine.hooks as hooks
 import mmscalable.utils.launch as launch
 import mmscalable.utils.preflight as preflight
 from mmscalable.engine import (AmpOptimWrapper, CheckpointMatchHook,
+                               convert_cpu_sync_batchnorm,
                                RandomStateHook)
 from mmscalable.registry import HOOKS, OPTIM_WRAPPERS
 
@@ -169,10 +170,9 @@ def test_cpu_launch_uses_gloo_and_ddp_without_device_ids(monkeypatch):
     launch.prepare_launcher(cfg)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.to_dict() == dict(
-        type='MMDistributedDataParallel',
+        type='mmscalable.CPUDistributedDataParallel',
         broadcast_buffers=False,
-        find_unused_parameters=True,
-        device_ids=None)
+        find_unused_parameters=True)
 
     cfg = Config(
         dict(
@@ -181,7 +181,7 @@ def test_cpu_launch_uses_gloo_and_ddp_without_device_ids(monkeypatch):
                 type='MMDistributedDataParallel', broadcast_buffers=True)))
     launch.prepare_launcher(cfg)
     assert cfg.model_wrapper_cfg.broadcast_buffers
-    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model_wrapper_cfg.type == 'mmscalable.CPUDistributedDataParallel'
 
     with pytest.raises(RuntimeError, match='--launcher slurm needs a GPU'):
         launch.prepare_launcher(Config(dict(launcher='slurm')))
@@ -249,3 +249,73 @@ def test_preflight_names_a_work_dir_that_is_not_writable(tmp_path):
                        match=r'the work dir .*a_file/work is not writable'):
         preflight.check_inputs(
             dataset_cfg(tmp_path, 'ann.json', work_dir=blocker / 'work'))
+
+
+def _sync_bn_worker(rank, world_size, port, x, weight, results):
+    import torch.distributed as dist
+    dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world_size)
+    torch.manual_seed(0)
+    bn = nn.SyncBatchNorm(3, momentum=0.3)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    assert convert_cpu_sync_batchnorm(nn.Sequential(bn)) == 1
+    half = x.chunk(world_size)[rank].clone().requires_grad_()
+    out = bn(half)
+    (out * weight.chunk(world_size)[rank]).sum().backward()
+    for p in (bn.weight, bn.bias):
+        dist.all_reduce(p.grad)  # as DDP does
+    bn.eval()
+    eval_out = bn(half)
+    results[rank] = dict(
+        out=out.detach(),
+        grad=half.grad,
+        weight_grad=bn.weight.grad,
+        bias_grad=bn.bias.grad,
+        running_mean=bn.running_mean,
+        running_var=bn.running_var,
+        eval_out=eval_out.detach())
+    dist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_over_two_processes_is_batchnorm_of_the_batch():
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 5, 4) * 2 + 1
+    weight = torch.randn(6, 3, 5, 4)
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(
+        _sync_bn_worker, args=(2, port, x, weight, results), nprocs=2)
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3, momentum=0.3)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    full = x.clone().requires_grad_()
+    out = bn(full)
+    (out * weight).sum().backward()
+    bn.eval()
+    eval_out = bn(x)
+
+    def cat(key):
+        return torch.cat([results[0][key], results[1][key]])
+
+    atol = dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cat('out'), out.detach(), **atol)
+    torch.testing.assert_close(cat('grad'), full.grad, **atol)
+    torch.testing.assert_close(cat('eval_out'), eval_out.detach(), **atol)
+    for rank in (0, 1):
+        r = results[rank]
+        torch.testing.assert_close(r['weight_grad'], bn.weight.grad, **atol)
+        torch.testing.assert_close(r['bias_grad'], bn.bias.grad, **atol)
+        torch.testing.assert_close(r['running_mean'], bn.running_mean, **atol)
+        torch.testing.assert_close(r['running_var'], bn.running_var, **atol)

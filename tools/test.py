@@ -8,7 +8,8 @@ from mmengine.config import DictAction
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
 from mmscalable.utils.launch import (add_dump_results, add_visualization,
-                                     build_runner, load_tool_config)
+                                     build_runner, finish_distributed,
+                                     load_tool_config)
 
 
 def parse_args():
@@ -60,6 +61,7 @@ def main():
 
     runner = build_runner(cfg)
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

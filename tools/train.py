@@ -8,7 +8,8 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.utils.launch import build_runner, load_tool_config
+from mmscalable.utils.launch import (build_runner, finish_distributed,
+                                     load_tool_config)
 
 
 def parse_args():
@@ -82,6 +83,7 @@ def main():
 
     runner = build_runner(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

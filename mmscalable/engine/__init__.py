@@ -1,7 +1,12 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""Training-side parts: hooks and the optimizer wrapper (mmengine registries
-of the ``mmscalable`` scope)."""
+"""Training-side parts: hooks, the AMP optimizer wrapper and the CPU DDP
+wrapper (mmengine registries of the ``mmscalable`` scope)."""
+from .dist import (CPUDistributedDataParallel, CPUSyncBatchNorm,
+                   convert_cpu_sync_batchnorm)
 from .hooks import CheckpointMatchHook, RandomStateHook
 from .optim import AmpOptimWrapper
 
-__all__ = ['AmpOptimWrapper', 'CheckpointMatchHook', 'RandomStateHook']
+__all__ = [
+    'AmpOptimWrapper', 'CheckpointMatchHook', 'CPUDistributedDataParallel',
+    'CPUSyncBatchNorm', 'RandomStateHook', 'convert_cpu_sync_batchnorm'
+]

@@ -67,10 +67,11 @@ def prepare_launcher(cfg: Config) -> None:
 
     mmengine 0.10.7 assumes a GPU per process for the pytorch launcher: it
     calls ``torch.cuda.set_device`` and gives DDP ``device_ids`` (which DDP
-    rejects for a module on the CPU). Here the process group is started by
-    :func:`init_cpu_process_group` (mmengine then keeps it) and DDP gets no
-    device ids. SyncBN layers cannot run this way (torch's SyncBatchNorm
-    needs GPU tensors); use ``BN`` in CPU runs.
+    rejects for a module on the CPU), and torch's SyncBN refuses CPU tensors.
+    Here the process group is started by :func:`init_cpu_process_group`
+    (mmengine then keeps it) and the model is wrapped by
+    ``mmscalable.CPUDistributedDataParallel`` (no device ids, SyncBN over
+    gloo).
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
@@ -85,12 +86,11 @@ def prepare_launcher(cfg: Config) -> None:
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:
         wrapper = ConfigDict(
-            type='MMDistributedDataParallel',
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
-    if wrapper.get('type', 'MMDistributedDataParallel').endswith(
-            'MMDistributedDataParallel'):
-        wrapper.device_ids = None
+    if wrapper.get('type', 'MMDistributedDataParallel') in (
+            'MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel'):
+        wrapper.type = 'mmscalable.CPUDistributedDataParallel'
     cfg.model_wrapper_cfg = wrapper
 
 
@@ -107,6 +107,20 @@ def init_cpu_process_group(cfg: Config) -> None:
         rank=int(os.environ['RANK']),
         world_size=int(os.environ['WORLD_SIZE']),
         timeout=timeout)
+
+
+def finish_distributed() -> None:
+    """Leave the process group of a distributed run that ended normally.
+
+    mmengine leaves it to the interpreter's exit, where the gloo threads of a
+    CPU run were now and then torn down while still running ("terminate
+    called without an active exception", SIGABRT after a finished run), and
+    NCCL warns about it.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _datasets(cfg: Config) -> Iterator[dict]:
