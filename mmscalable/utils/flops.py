@@ -1,0 +1,195 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Parameters and FLOPs of whole models at the papers' resolutions, next to
+the figures the papers report (read from the model-index metafiles).
+
+One multiply-add is one FLOP (mmengine's ``FlopAnalyzer``, fvcore's
+counter), in one of two conventions, as the papers count:
+
+- ``'fvcore'``: every op, the attention matmuls included. The papers'
+  ImageNet tables (the official repositories count with fvcore).
+- ``'mmcv'``: the layers only (convolutions, linear layers, norms), not the
+  matmuls between activations, as mmcv's ``get_model_complexity_info``
+  that mmdet / mmseg 2.x's ``get_flops.py`` used. The dense tables of the
+  papers and of the Swin / PVT lineage they compare with: ScalableViT-S
+  Mask R-CNN is 254 G this way against the paper's 256 G, 294 G with the
+  matmuls.
+
+Resolutions, as those papers: classification at the test crop (224, 384,
+448), Mask R-CNN and RetinaNet at 1280x800 (height 1280), UperNet and
+Semantic FPN at 512x2048. Detectors are counted in mmdet's tensor
+mode: the RPN's top 1000 proposals through the box head and the first 100
+through the mask head, as mmdet 2.x's ``forward_dummy``.
+"""
+import os.path as osp
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+METAFILES = ('configs/scalablevit/metafile.yml',
+             'configs/groupmixformer/metafile.yml',
+             'configs/refiner/metafile.yml')
+
+
+def paper_resolution(cfg: Config) -> Tuple[int, int]:
+    """(height, width) a config's model is counted at."""
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        return 1280, 800
+    if scope == 'mmseg':
+        # UperNet and Semantic FPN alike, as Swin and Twins (ScalableViT's
+        # FPN table is Twins'); PVT's FPN table used 512x512.
+        return 512, 2048
+    if scope == 'mmpretrain':
+        for step in cfg.test_dataloader.dataset.pipeline:
+            if step['type'] == 'CenterCrop':
+                size = step['crop_size']
+                return (size, size) if isinstance(size, int) else tuple(size)
+        return 224, 224
+    raise ValueError(f'{cfg.filename}: cannot count a {scope} model')
+
+
+# Ops between activations that mmcv's counter, which only sees modules,
+# never counted.
+ACTIVATION_MATMULS = ('aten::matmul', 'aten::bmm', 'aten::einsum',
+                      'aten::baddbmm',
+                      'aten::scaled_dot_product_attention')
+CONVENTIONS = ('fvcore', 'mmcv')
+
+
+def _no_flops(inputs, outputs) -> Counter:
+    return Counter()
+
+
+def paper_convention(cfg: Config) -> str:
+    """The counting convention of the papers' table for a config's task."""
+    return 'fvcore' if cfg.get('default_scope') == 'mmpretrain' else 'mmcv'
+
+
+def reported(config: str) -> Dict[str, Optional[float]]:
+    """The paper's parameters and FLOPs of ``config`` from the metafiles
+    (None where the paper gives none)."""
+    from mmengine.fileio import load
+    rel = osp.relpath(osp.abspath(config), ROOT)
+    for metafile in METAFILES:
+        for model in load(osp.join(ROOT, metafile))['Models']:
+            if model['Config'] == rel:
+                meta = model.get('Metadata', {})
+                return dict(
+                    params=meta.get('Parameters'), flops=meta.get('FLOPs'))
+    return dict(params=None, flops=None)
+
+
+class _Classifier(torch.nn.Module):
+    """An mmpretrain classifier called as ``model(images)``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, mode='tensor')
+
+
+def build_counted_model(cfg: Config) -> torch.nn.Module:
+    """The config's model, without pretrained weights or drop path, called
+    as ``model(images)``."""
+    import mmscalable.models  # noqa: F401  (registers the backbones)
+    from mmengine.registry import MODELS, init_default_scope
+
+    from .benchmark_tasks import TaskModel
+    scope = cfg.get('default_scope')
+    init_default_scope(scope)
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(
+        model_cfg.backbone, init_cfg=None, drop_path_rate=0.)
+    model_cfg.pop('data_preprocessor', None)
+    if scope == 'mmpretrain':
+        # Train-time batch augments are not part of the model at test time.
+        model_cfg.pop('train_cfg', None)
+        return _Classifier(MODELS.build(model_cfg))
+    return TaskModel(MODELS.build(model_cfg), scope)
+
+
+def count(config: str,
+          shape: Optional[Tuple[int, int]] = None,
+          convention: Optional[str] = None) -> Dict[str, object]:
+    """Parameters and FLOPs of one image through ``config``'s model.
+
+    Args:
+        config (str): An mmdet, mmseg or mmpretrain config.
+        shape (tuple[int, int], optional): (height, width); None for the
+            paper's resolution of the task (:func:`paper_resolution`).
+        convention (str, optional): ``'fvcore'`` or ``'mmcv'`` (see the
+            module's docstring); None for the paper's.
+    """
+    from mmengine.analysis import FlopAnalyzer
+    cfg = Config.fromfile(config)
+    height, width = shape or paper_resolution(cfg)
+    convention = convention or paper_convention(cfg)
+    if convention not in CONVENTIONS:
+        raise ValueError(f'convention must be one of {CONVENTIONS}, got '
+                         f'{convention!r}')
+    model = build_counted_model(cfg).eval()
+    params = sum(p.numel() for p in model.parameters())
+    images = torch.randn(1, 3, height, width)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, (images, ))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        if convention == 'mmcv':
+            # A zero count, not None: mmengine 0.10.7 keeps counting ops
+            # whose handle is set to None.
+            analyzer.set_op_handle(
+                **{op: _no_flops
+                   for op in ACTIVATION_MATMULS})
+        flops = float(analyzer.total())
+    paper = reported(config)
+    return dict(
+        config=osp.relpath(osp.abspath(config), ROOT),
+        shape=(height, width),
+        convention=convention,
+        params=params,
+        flops=flops,
+        paper_params=paper['params'],
+        paper_flops=paper['flops'])
+
+
+def _relative(value: float, paper: Optional[float]) -> str:
+    if not paper:
+        return '-'
+    return f'{100 * (value - paper) / paper:+.1f}%'
+
+
+def markdown_table(records: Sequence[dict]) -> str:
+    """A table of :func:`count` records, with the paper's figures."""
+    lines = [
+        '| config | input | params (M) | paper | FLOPs (G) | counted as | '
+        'paper | FLOPs vs paper |', '|---|---|---|---|---|---|---|---|'
+    ]
+    for r in records:
+        paper_params = (f'{r["paper_params"] / 1e6:.1f}'
+                        if r['paper_params'] else '-')
+        paper_flops = (f'{r["paper_flops"] / 1e9:.1f}'
+                       if r['paper_flops'] else '-')
+        lines.append(f'| {osp.basename(r["config"])[:-3]} | '
+                     f'{r["shape"][0]}x{r["shape"][1]} | '
+                     f'{r["params"] / 1e6:.1f} | {paper_params} | '
+                     f'{r["flops"] / 1e9:.1f} | {r["convention"]} | '
+                     f'{paper_flops} | '
+                     f'{_relative(r["flops"], r["paper_flops"])} |')
+    return '\n'.join(lines) + '\n'
+
+
+def configs_with_reported_flops() -> List[str]:
+    """Every config whose metafile entry has the paper's FLOPs."""
+    from mmengine.fileio import load
+    configs = []
+    for metafile in METAFILES:
+        for model in load(osp.join(ROOT, metafile))['Models']:
+            if model.get('Metadata', {}).get('FLOPs'):
+                configs.append(osp.join(ROOT, model['Config']))
+    return configs

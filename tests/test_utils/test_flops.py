@@ -1,0 +1,91 @@
+"""get_flops: the papers' resolutions, conventions and figures."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from mmscalable.utils import flops
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_DET = osp.join(ROOT,
+                    'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py')
+DEMO_SEG = osp.join(ROOT, 'configs/demo/upernet_scalablevit-tiny_demo-ade.py')
+DEMO_CLS = osp.join(ROOT, 'configs/demo/scalablevit-tiny_demo-cls.py')
+
+
+@pytest.mark.parametrize('config,shape,convention', [
+    ('configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py',
+     (1280, 800), 'mmcv'),
+    ('configs/groupmixformer/fpn_groupmixformer-s_4xb4-80k_ade20k-512x512.py',
+     (512, 2048), 'mmcv'),
+    ('configs/refiner/refiner-vit-l_8xb128_in1k-448px.py', (448, 448),
+     'fvcore'),
+    ('configs/scalablevit/scalablevit-s_8xb128_in1k.py', (224, 224), 'fvcore'),
+])
+def test_paper_resolution_and_convention(config, shape, convention):
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    assert flops.paper_resolution(cfg) == shape
+    assert flops.paper_convention(cfg) == convention
+
+
+def test_reported_figures_come_from_the_metafiles():
+    paper = flops.reported(
+        osp.join(ROOT, 'configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_'
+                 'coco.py'))
+    assert paper == dict(params=46300000, flops=256000000000)
+    assert flops.reported(DEMO_DET) == dict(params=None, flops=None)
+    configs = flops.configs_with_reported_flops()
+    assert all(osp.isfile(c) for c in configs)
+    assert len(configs) >= 20
+
+
+def test_mmcv_convention_leaves_out_the_attention_matmuls():
+    every_op = flops.count(DEMO_DET, (128, 128), 'fvcore')
+    layers_only = flops.count(DEMO_DET, (128, 128), 'mmcv')
+    assert every_op['params'] == layers_only['params'] > 0
+    assert 0 < layers_only['flops'] < every_op['flops']
+    with pytest.raises(ValueError, match='convention must be one of'):
+        flops.count(DEMO_DET, (128, 128), 'ptflops')
+
+
+@pytest.mark.parametrize('config', [DEMO_SEG, DEMO_CLS])
+def test_counts_segmentors_and_classifiers(config):
+    record = flops.count(config, (64, 64))
+    assert record['flops'] > 0 and record['params'] > 0
+    table = flops.markdown_table([record])
+    assert f'| {osp.basename(config)[:-3]} | 64x64 |' in table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', [
+    'configs/scalablevit/scalablevit-s_8xb128_in1k.py',
+    'configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py',
+])
+def test_papers_flops_within_3_percent(config):
+    record = flops.count(osp.join(ROOT, config))
+    assert abs(record['flops'] / record['paper_flops'] - 1) < 0.03, record
+
+
+def test_cli(tmp_path):
+    out = tmp_path / 'flops.json'
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools/analysis_tools/get_flops.py'), DEMO_CLS,
+        '--shape', '64', '64', '--out',
+        str(out)
+    ],
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '| scalablevit-tiny_demo-cls | 64x64 |' in result.stdout
+    assert json.loads(out.read_text())[0]['shape'] == [64, 64]
+    result = subprocess.run(
+        [sys.executable,
+         osp.join(ROOT, 'tools/analysis_tools/get_flops.py')],
+        capture_output=True,
+        text=True)
+    assert result.returncode != 0
+    assert 'give config files or --reported' in result.stderr
