@@ -1,0 +1,144 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Training curves and times from mmengine's scalar logs.
+
+The logs are the ``vis_data/scalars.json`` of a run's work dir (one JSON
+record per logged training iteration and per validation), or the dir of
+the run (``work_dirs/x/20260101_000000``).
+
+Examples::
+
+    python tools/analysis_tools/analyze_logs.py plot_curve \\
+        work_dirs/a/20260101_000000 work_dirs/b/20260101_000000 \\
+        --keys loss coco/bbox_mAP --legend a b --out curves.png
+    python tools/analysis_tools/analyze_logs.py cal_train_time \\
+        work_dirs/a/20260101_000000
+"""
+import argparse
+import json
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def scalars_file(path: str) -> str:
+    """The scalars.json of a run dir, or ``path`` itself."""
+    if osp.isdir(path):
+        candidate = osp.join(path, 'vis_data', 'scalars.json')
+        if not osp.isfile(candidate):
+            raise FileNotFoundError(f'{path} has no vis_data/scalars.json')
+        return candidate
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'log {path} not found')
+    return path
+
+
+def load_records(path: str) -> List[dict]:
+    records = []
+    with open(scalars_file(path)) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f'{path}: line {number} is not JSON: '
+                                 f'{e}') from e
+    return records
+
+
+def curve(records: Sequence[dict], key: str) -> Dict[str, np.ndarray]:
+    """x (training iteration, or validation step) and y of one key.
+
+    Training records carry the iteration (``iter``); validation records
+    only their ``step`` (the epoch, or the iteration of iteration-based
+    runs).
+    """
+    points = [(r['iter'] if 'iter' in r else r['step'], r[key])
+              for r in records if key in r]
+    if not points:
+        raise KeyError(f'no record has {key!r}')
+    x, y = zip(*points)
+    return dict(
+        x=np.asarray(x),
+        y=np.asarray(y, dtype=float),
+        validation=np.asarray(['iter' not in r for r in records
+                               if key in r]).all())
+
+
+def plot_curve(logs: Sequence[str],
+               keys: Sequence[str],
+               out: str,
+               legend: Optional[Sequence[str]] = None,
+               title: Optional[str] = None) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    if legend is not None and len(legend) != len(logs) * len(keys):
+        raise ValueError(f'--legend needs {len(logs) * len(keys)} names '
+                         f'(logs x keys), got {len(legend)}')
+    fig, ax = plt.subplots(figsize=(7, 4))
+    index = 0
+    for log in logs:
+        records = load_records(log)
+        for key in keys:
+            c = curve(records, key)
+            label = legend[index] if legend else f'{osp.basename(log)} {key}'
+            marker = 'o' if c['validation'] else None
+            ax.plot(c['x'], c['y'], label=label, marker=marker, linewidth=1)
+            index += 1
+    ax.set_xlabel('iteration (training) / step (validation)')
+    ax.set_ylabel(', '.join(keys))
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def train_time(records: Sequence[dict]) -> Dict[str, float]:
+    """Seconds per logged training iteration: mean, std, slowest, fastest."""
+    times = np.asarray(
+        [r['time'] for r in records if 'iter' in r and 'time' in r])
+    if times.size == 0:
+        raise KeyError('no training record has a time')
+    return dict(
+        mean=float(times.mean()),
+        std=float(times.std()),
+        slowest=float(times.max()),
+        fastest=float(times.min()),
+        iterations=int(times.size))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    plot = sub.add_parser('plot_curve', help='plot keys over iterations')
+    plot.add_argument('logs', nargs='+', help='scalars.json files or runs')
+    plot.add_argument('--keys', nargs='+', default=['loss'])
+    plot.add_argument('--legend', nargs='+')
+    plot.add_argument('--title')
+    plot.add_argument('--out', default='curve.png', help='picture file')
+    times = sub.add_parser('cal_train_time', help='time per iteration')
+    times.add_argument('logs', nargs='+', help='scalars.json files or runs')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.command == 'plot_curve':
+        plot_curve(args.logs, args.keys, args.out, args.legend, args.title)
+        print(f'curves of {", ".join(args.keys)} written to {args.out}')
+    else:
+        for log in args.logs:
+            t = train_time(load_records(log))
+            print(f'{log}: {t["mean"]:.4f} s/iter on average over '
+                  f'{t["iterations"]} logged iterations (std {t["std"]:.4f}, '
+                  f'slowest {t["slowest"]:.4f}, fastest {t["fastest"]:.4f})')
+
+
+if __name__ == '__main__':
+    main()
