@@ -31,7 +31,7 @@ if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev
   MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" --no-build-isolation mmcv==2.1.0
 fi
 
-if ! "$PY" -c 'import mmdet, mmseg, mmpretrain, torchvision, ftfy, regex, pytest' 2>/dev/null; then
+if ! "$PY" -c 'import mmdet, mmseg, mmpretrain, torchvision, ftfy, regex, pytest, onnx, onnxscript, onnxruntime' 2>/dev/null; then
   log "installing the OpenMMLab stack and test requirements"
   "${PIP[@]}" -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt
 fi

@@ -1,4 +1,5 @@
-"""The backbones' fast paths trace: ``torch.export`` gives the same outputs.
+"""The backbones' fast paths trace: ``torch.export`` and ``torch.onnx.export``
+(dynamo) give the same outputs.
 
 Tracing (export, and ``torch.compile``) runs the ops' pure-PyTorch
 references and rebuilds fused weights in the graph, so nothing opaque or
@@ -25,3 +26,26 @@ def test_torch_export_matches_eager(name):
     assert len(outs) == len(expected)
     for out, ref in zip(outs, expected):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(BACKBONES))
+def test_onnx_export_matches_eager(tmp_path, name):
+    ort = pytest.importorskip('onnxruntime')
+    torch.manual_seed(0)
+    model = BACKBONES[name]().eval()
+    path = str(tmp_path / f'{name}.onnx')
+    # The dynamo exporter (torch.export, then ONNX), torch's default.
+    torch.onnx.export(
+        model, (torch.randn(2, 3, 64, 96), ),
+        path,
+        dynamo=True,
+        input_names=['images'])
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    fresh = torch.randn(2, 3, 64, 96)
+    outs = session.run(None, {'images': fresh.numpy()})
+    with torch.no_grad():
+        expected = model(fresh)
+    assert len(outs) == len(expected)
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(
+            torch.from_numpy(out), ref, atol=1e-4, rtol=1e-4)
