@@ -241,6 +241,15 @@ def test_preflight_names_an_annotation_file_that_does_not_parse(
     preflight.check_inputs(dataset_cfg(tmp_path, 'ann.json'))
 
 
+def test_preflight_leaves_remote_annotation_files_to_the_backend(tmp_path):
+    cfg = dataset_cfg(tmp_path, 'missing.json')
+    cfg.train_dataloader.dataset.dataset.data_root = 's3://bucket/coco'
+    preflight.check_inputs(cfg)
+    cfg = dataset_cfg(tmp_path, 'missing.json')
+    cfg.train_dataloader.dataset.dataset.backend_args = dict(backend='petrel')
+    preflight.check_inputs(cfg)
+
+
 def test_preflight_names_a_work_dir_that_is_not_writable(tmp_path):
     (tmp_path / 'ann.json').write_text('{}')
     blocker = tmp_path / 'a_file'

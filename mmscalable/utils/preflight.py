@@ -64,6 +64,9 @@ def check_annotation_file(split: str, dataset: dict) -> None:
     path = ann_file
     if data_root and not osp.isabs(ann_file):
         path = osp.join(data_root, ann_file)
+    backend = (dataset.get('backend_args') or {}).get('backend', 'local')
+    if '://' in path or backend != 'local':
+        return  # remote storage: the dataset's file backend reads it
     name = f'annotation file {path} of {split} ({dataset.get("type")})'
     if not osp.isfile(path):
         raise FileNotFoundError(f'the {name} does not exist')
