@@ -18,24 +18,15 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
-MODELS = Registry(
-    'model',
-    parent=MMENGINE_MODELS,
-    scope='mmscalable',
-    locations=['mmscalable.models'])
 
-HOOKS = Registry(
-    'hook',
-    parent=MMENGINE_HOOKS,
-    scope='mmscalable',
-    locations=['mmscalable.engine'])
-OPTIM_WRAPPERS = Registry(
-    'optim_wrapper',
-    parent=MMENGINE_OPTIM_WRAPPERS,
-    scope='mmscalable',
-    locations=['mmscalable.engine'])
-MODEL_WRAPPERS = Registry(
-    'model_wrapper',
-    parent=MMENGINE_MODEL_WRAPPERS,
-    scope='mmscalable',
-    locations=['mmscalable.engine'])
+def _scope_registry(name: str, parent: Registry, location: str) -> Registry:
+    return Registry(
+        name, parent=parent, scope='mmscalable', locations=[location])
+
+
+MODELS = _scope_registry('model', MMENGINE_MODELS, 'mmscalable.models')
+HOOKS = _scope_registry('hook', MMENGINE_HOOKS, 'mmscalable.engine')
+OPTIM_WRAPPERS = _scope_registry('optim_wrapper', MMENGINE_OPTIM_WRAPPERS,
+                                 'mmscalable.engine')
+MODEL_WRAPPERS = _scope_registry('model_wrapper', MMENGINE_MODEL_WRAPPERS,
+                                 'mmscalable.engine')

@@ -10,12 +10,11 @@ import os.path as osp
 import pickle
 import re
 import socket
-import subprocess
 import sys
 
 import pytest
 import torch
-from test_tools import DET_CONFIG, GMF_SEG_CONFIG, ROOT
+from test_tools import DET_CONFIG, GMF_SEG_CONFIG, ROOT, run_checked
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,8 @@ def dist_tool(cwd, script, *args):
     env = dict(os.environ)
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env['PATH']
     env['PORT'] = str(free_port())
-    result = subprocess.run(['bash', osp.join(ROOT, 'tools', script), *args],
-                            cwd=cwd,
-                            env=env,
-                            capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result.stdout + result.stderr
+    return run_checked(['bash', osp.join(ROOT, 'tools', script), *args], cwd,
+                       env)
 
 
 def rank_losses(work_dir):

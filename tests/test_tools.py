@@ -24,13 +24,16 @@ DET_SHORT = [
 ]
 
 
-def tool(cwd, *args):
-    result = subprocess.run([sys.executable, *args],
-                            cwd=cwd,
-                            capture_output=True,
-                            text=True)
+def run_checked(command, cwd, env=None):
+    """Run ``command``; its output, after asserting that it succeeded."""
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
+
+
+def tool(cwd, *args):
+    return run_checked([sys.executable, *args], cwd)
 
 
 def read_test_metrics(work_dir):
