@@ -196,4 +196,5 @@ class CheckpointMatchHook(Hook):
             f'{len(fitting)} of its {len(expected)} state-dict tensors are '
             f'there with their shape; missing e.g. {missing[:3]}, shape '
             f'mismatches e.g. {wrong[:3]}. Is it a checkpoint of another '
-            'config?')
+            'config? (Backbone weights go to the backbone\'s '
+            "init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...).)")
