@@ -31,7 +31,11 @@ def same(a, b):
 
 def fake_runner(resume=True, load_from=None, model=None):
     return SimpleNamespace(
-        _resume=resume, _load_from=load_from, model=model, hooks=[])
+        _resume=resume,
+        _load_from=load_from,
+        model=model,
+        hooks=[],
+        train_loop=None)
 
 
 def test_hooks_and_wrapper_are_registered():
@@ -53,6 +57,30 @@ def test_random_state_saved_and_restored_on_resume():
     hook.after_load_checkpoint(runner, checkpoint)
     assert not same(draws(), expected)  # not before training starts
     hook.before_train(runner)
+    assert same(draws(), expected)
+
+
+def test_iteration_loop_restores_after_the_skipped_batches():
+    from mmengine.runner import IterBasedTrainLoop
+    hook, runner = RandomStateHook(), fake_runner()
+    torch.manual_seed(5)
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draws()
+
+    def batches():  # a pipeline drawing random numbers
+        while True:
+            yield torch.rand(2)
+
+    loop = object.__new__(IterBasedTrainLoop)
+    loop._iter = 2  # resumed at iteration 2: mmengine draws 2 batches again
+    loop.dataloader_iterator = batches()
+    runner.train_loop = loop
+    torch.manual_seed(9)
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    next(loop.dataloader_iterator)
+    next(loop.dataloader_iterator)
     assert same(draws(), expected)
 
 

@@ -12,18 +12,25 @@ import time
 import pytest
 import torch
 from test_tools import (CLS_CONFIG, DET_CONFIG, GMF_SEG_CONFIG, ROOT,
-                        SEG_SHORT, tool)
+                        SEG_CONFIG, SEG_SHORT, tool)
 
 pytestmark = pytest.mark.slow
 
 TRAIN = osp.join(ROOT, 'tools/train.py')
-# Three epochs of four iterations, a checkpoint (and validation) after each,
-# deterministic algorithms.
-RESUME_OPTIONS = [
+# Epoch-based: three epochs of four iterations, a checkpoint (and
+# validation) after each. Iteration-based: 24 iterations, a checkpoint and
+# validation every eight. Deterministic algorithms.
+DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True']
+EPOCH_RUN = [
     'train_cfg.max_epochs=3', 'train_cfg.val_interval=1',
     'train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=2',
     'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
-    'randomness.seed=0', 'randomness.deterministic=True'
+    *DETERMINISTIC
+]
+ITER_RUN = [
+    'train_cfg.max_iters=24', 'train_cfg.val_interval=8',
+    'default_hooks.checkpoint.interval=8', 'default_hooks.logger.interval=1',
+    'val_dataloader.dataset.indices=2', *DETERMINISTIC
 ]
 
 
@@ -46,31 +53,41 @@ def kill_during(cwd, log_file, marker, *args, timeout=600):
     return proc.returncode
 
 
-@pytest.mark.parametrize('resume', ['--resume', '--resume=auto'])
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, resume):
+@pytest.mark.parametrize(
+    'config,options,marker,saved,unsaved,last,resumed,resume', [
+        (DET_CONFIG, EPOCH_RUN, 'Epoch(train) [2][2/4]', 'epoch_1.pth',
+         'epoch_2.pth', 'epoch_3.pth', 'resumed epoch: 1', '--resume'),
+        (DET_CONFIG, EPOCH_RUN, 'Epoch(train) [2][2/4]', 'epoch_1.pth',
+         'epoch_2.pth', 'epoch_3.pth', 'resumed epoch: 1', '--resume=auto'),
+        (SEG_CONFIG, ITER_RUN, 'Iter(train) [10/24]', 'iter_8.pth',
+         'iter_16.pth', 'iter_24.pth', 'iter: 8', '--resume'),
+    ],
+    ids=['epochs', 'epochs-auto', 'iterations'])
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(
+        tmp_path, config, options, marker, saved, unsaved, last, resumed,
+        resume):
     whole = tmp_path / 'whole'
-    tool(tmp_path, TRAIN, DET_CONFIG, '--work-dir', str(whole),
-         '--cfg-options', *RESUME_OPTIONS)
+    tool(tmp_path, TRAIN, config, '--work-dir', str(whole), '--cfg-options',
+         *options)
 
     killed = tmp_path / 'killed'
-    # Killed in the middle of epoch 2: epoch_1.pth is the last checkpoint.
-    returncode = kill_during(tmp_path, tmp_path / 'killed.log',
-                             'Epoch(train) [2][2/4]', DET_CONFIG,
-                             '--work-dir', str(killed), '--cfg-options',
-                             *RESUME_OPTIONS)
+    # Killed between the first and the second checkpoint.
+    returncode = kill_during(tmp_path, tmp_path / 'killed.log', marker,
+                             config, '--work-dir', str(killed),
+                             '--cfg-options', *options)
     assert returncode == -signal.SIGKILL
-    assert (killed / 'epoch_1.pth').is_file()
-    assert not (killed / 'epoch_2.pth').exists()
+    assert (killed / saved).is_file()
+    assert not (killed / unsaved).exists()
 
-    out = tool(tmp_path, TRAIN, DET_CONFIG, '--work-dir', str(killed), resume,
-               '--cfg-options', *RESUME_OPTIONS)
-    assert 'resumed epoch: 1' in out
+    out = tool(tmp_path, TRAIN, config, '--work-dir', str(killed), resume,
+               '--cfg-options', *options)
+    assert resumed in out
 
-    expected = torch.load(whole / 'epoch_3.pth', weights_only=False)
-    resumed = torch.load(killed / 'epoch_3.pth', weights_only=False)
+    expected = torch.load(whole / last, weights_only=False)
+    got = torch.load(killed / last, weights_only=False)
     different = [
         k for k, v in expected['state_dict'].items()
-        if not torch.equal(v, resumed['state_dict'][k])
+        if not torch.equal(v, got['state_dict'][k])
     ]
     assert not different, different[:5]
 

@@ -19,6 +19,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop
 
 from mmscalable.registry import HOOKS
 
@@ -45,6 +46,30 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+class _RestoreAfterSkipped:
+    """Wraps a loop's data iterator: puts the random generators back once
+    the batches the resumed loop skips have been drawn."""
+
+    def __init__(self, iterator, skipped: int, state: dict) -> None:
+        self._iterator = iterator
+        self._skipped = skipped
+        self._state = state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._iterator)
+        if self._skipped:
+            self._skipped -= 1
+            if self._skipped == 0:
+                set_rng_state(self._state)
+        return batch
+
+    def __getattr__(self, name: str):
+        return getattr(self._iterator, name)
+
+
 @HOOKS.register_module()
 class RandomStateHook(Hook):
     """Saves the random generators with each checkpoint, restores them on
@@ -59,12 +84,12 @@ class RandomStateHook(Hook):
 
     The state of every rank is kept (gathered to rank 0 when a checkpoint is
     due). The resumed run must have the same world size; otherwise the
-    states are not applied and a warning says so. What the hook cannot
-    restore is the state inside dataloader worker processes: with
-    ``num_workers > 0`` and ``persistent_workers=True`` the workers restart
-    their seeded streams at the resume; an iteration-based loop with
-    ``num_workers=0`` replays the skipped batches' augmentations on the main
-    process before the restored state takes over.
+    states are not applied and a warning says so. An iteration-based loop
+    skips the batches trained before by drawing them again (running the
+    pipeline on them): the states are applied after the last of those. What
+    the hook cannot restore is the state inside dataloader worker
+    processes: epoch-based loops with ``persistent_workers=True`` restart
+    the workers' seeded augmentation streams at the resume.
     """
 
     # Before CheckpointHook (VERY_LOW) so that the states of all ranks are
@@ -133,7 +158,13 @@ class RandomStateHook(Hook):
                 logger='current',
                 level=logging.WARNING)
             return
-        set_rng_state(states[get_rank()])
+        state = states[get_rank()]
+        loop = runner.train_loop
+        if isinstance(loop, IterBasedTrainLoop) and loop.iter > 0:
+            loop.dataloader_iterator = _RestoreAfterSkipped(
+                loop.dataloader_iterator, loop.iter, state)
+        else:
+            set_rng_state(state)
 
     def before_val(self, runner) -> None:
         self._before_val = get_rng_state()
