@@ -2,6 +2,7 @@
 import glob
 import os
 import os.path as osp
+import re
 import textwrap
 
 import pytest
@@ -65,7 +66,7 @@ def test_there_are_configs_for_every_task_and_variant(family):
     if family == 'groupmixformer':
         assert 'groupmixformer-l_8xb128_in1k-384px.py' in names
     if family == 'refiner':
-        assert 'refiner-vit-l_8xb128_in1k-448px.py' in names
+        assert 'refiner-vit-l_8xb64_in1k-448px.py' in names
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -226,3 +227,19 @@ def test_model_index_names_existing_configs():
             assert osp.splitext(osp.basename(
                 model['Config']))[0] == model['Name']
             assert model['Results']
+
+
+@pytest.mark.parametrize(
+    'config', [c for c in CONFIGS if not c.startswith('configs/demo')])
+def test_auto_scale_lr_has_the_recipe_batch(config):
+    """``NxbM`` in a name is N GPUs x M images: the base batch of
+    ``--auto-scale-lr``; detection configs (no such part) are 8 x 2."""
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    per_gpu = cfg.train_dataloader.batch_size
+    match = re.search(r'_(\d+)xb(\d+)', osp.basename(config))
+    if match:
+        gpus, images = map(int, match.groups())
+        assert images == per_gpu, (config, per_gpu)
+    else:
+        gpus = 8
+    assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu

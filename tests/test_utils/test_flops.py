@@ -21,7 +21,7 @@ DEMO_CLS = osp.join(ROOT, 'configs/demo/scalablevit-tiny_demo-cls.py')
      (1280, 800), 'mmcv'),
     ('configs/groupmixformer/fpn_groupmixformer-s_4xb4-80k_ade20k-512x512.py',
      (512, 2048), 'mmcv'),
-    ('configs/refiner/refiner-vit-l_8xb128_in1k-448px.py', (448, 448),
+    ('configs/refiner/refiner-vit-l_8xb64_in1k-448px.py', (448, 448),
      'fvcore'),
     ('configs/scalablevit/scalablevit-s_8xb128_in1k.py', (224, 224), 'fvcore'),
 ])
