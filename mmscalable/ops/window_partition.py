@@ -129,9 +129,13 @@ def _kernels_for(tensor: Tensor):
     Under ``torch.compile`` the reference is traced instead: the compiler
     fuses its pad and copies into the neighbouring kernels, where an opaque
     extension call would break the graph (and, with the stages' different
-    sizes, make it recompile the blocks with dynamic shapes).
+    sizes, make it recompile the blocks with dynamic shapes). Under
+    ``torch.jit.trace`` too: the tracer keeps the extension call as an
+    opaque Python op, which the TorchScript ONNX exporter cannot translate
+    (its graph computed NaNs).
     """
-    if tensor.dtype not in _EXT_DTYPES or torch.compiler.is_compiling():
+    if (tensor.dtype not in _EXT_DTYPES or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()):
         return None
     ext = load_ext()
     if ext is None:

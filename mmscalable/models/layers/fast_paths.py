@@ -161,7 +161,8 @@ class InferenceCache:
             zip(sources, self._sources, self._versions)))
 
     def get(self, sources: Sequence[Tensor], build: Callable):
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if (torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or torch.jit.is_tracing()):
             return build()
         if not self._is_current(sources):
             self._value = build()
