@@ -14,10 +14,33 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
-from torch.distributed.nn.functional import all_reduce
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODEL_WRAPPERS
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the process group, differentiable: the gradient of a sum
+    over the ranks is the sum of the ranks' gradients.
+
+    Plain blocking ``dist.all_reduce``: torch's differentiable one
+    (``torch.distributed.nn.functional``, deprecated) goes through the
+    functional collectives, and gloo runs using it aborted now and then at
+    exit.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        total = tensor.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        total = grad.clone()
+        dist.all_reduce(total, group=ctx.group)
+        return total, None
 
 
 class CPUSyncBatchNorm(_BatchNorm):
@@ -52,7 +75,7 @@ class CPUSyncBatchNorm(_BatchNorm):
             x.sum(reduce_dims), (x * x).sum(reduce_dims),
             x.new_full((1, ), input.numel() // channels)
         ])
-        stats = all_reduce(stats, group=group)
+        stats = _AllReduceSum.apply(stats, group)
         count = stats[-1]
         mean = stats[:channels] / count
         var = (stats[channels:2 * channels] / count - mean * mean).clamp_min(0)
