@@ -9,23 +9,17 @@ import os
 import os.path as osp
 import pickle
 import re
-import socket
 import sys
 
 import pytest
 import torch
-from test_tools import DET_CONFIG, GMF_SEG_CONFIG, ROOT, run_checked
+from test_tools import (DET_CONFIG, GMF_SEG_CONFIG, ROOT, free_port,
+                        run_checked)
 
 pytestmark = pytest.mark.slow
 
 # 'Epoch(train) [1][2/2] ... loss: 3.59' or 'Iter(train) [2/4] ... loss: 1.90'
 LOSS = re.compile(r'(?:Epoch|Iter)\(train\).*? loss: (\S+)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def dist_tool(cwd, script, *args):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from test_tools import free_port
 from tiny_backbones import BACKBONES
 
 import mmscalable.engine.hooks as hooks
@@ -319,12 +320,8 @@ def _sync_bn_worker(rank, world_size, port, x, weight, results):
 
 
 def test_cpu_sync_batchnorm_over_two_processes_is_batchnorm_of_the_batch():
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     torch.manual_seed(1)
     x = torch.randn(6, 3, 5, 4) * 2 + 1
     weight = torch.randn(6, 3, 5, 4)

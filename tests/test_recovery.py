@@ -1,7 +1,6 @@
 """A run killed with SIGKILL between checkpoints and resumed ends with the
 same weights as one that was never stopped; AMP training stays finite.
 Both through tools/train.py on the embedded data."""
-import json
 import math
 import os.path as osp
 import signal
@@ -11,6 +10,7 @@ import time
 
 import pytest
 import torch
+from tools.analysis_tools import analyze_logs
 from test_tools import (CLS_CONFIG, DET_CONFIG, GMF_SEG_CONFIG, ROOT,
                         SEG_CONFIG, SEG_SHORT, tool)
 
@@ -94,10 +94,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(
 
 def logged_losses(work_dir):
     """The training losses of the run's scalar log."""
-    logs = sorted(work_dir.glob('*/vis_data/scalars.json'))
-    with open(logs[-1]) as f:
-        records = [json.loads(line) for line in f]
-    return [r['loss'] for r in records if 'loss' in r]
+    run = sorted(work_dir.glob('*/vis_data'))[-1].parent
+    return analyze_logs.curve(analyze_logs.load_records(str(run)),
+                              'loss')['y'].tolist()
 
 
 # Mask R-CNN is not among them: mmcv 2.1.0's CPU NMS takes float32 scores

@@ -2,6 +2,7 @@
 import glob
 import json
 import os.path as osp
+import socket
 import subprocess
 import sys
 
@@ -22,6 +23,13 @@ DET_SHORT = [
     'test_dataloader.dataset.indices=4', 'default_hooks.checkpoint.interval=1',
     'train_cfg.val_interval=1', 'default_hooks.logger.interval=1'
 ]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def run_checked(command, cwd, env=None):

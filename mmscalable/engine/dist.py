@@ -67,7 +67,9 @@ class CPUSyncBatchNorm(_BatchNorm):
         group = self.process_group or dist.group.WORLD
         if (not self.training or not dist.is_initialized()
                 or dist.get_world_size(group) == 1):
-            return self._local_forward(input)
+            # _BatchNorm's forward (nn.SyncBatchNorm's refuses CPU tensors
+            # once a process group exists, even where it need not sync).
+            return super().forward(input)
         channels = input.size(1)
         reduce_dims = [0, *range(2, input.dim())]
         x = input.float()
@@ -86,19 +88,6 @@ class CPUSyncBatchNorm(_BatchNorm):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(input.dtype)
-
-    def _local_forward(self, input: torch.Tensor) -> torch.Tensor:
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                momentum = 1.0 / self.num_batches_tracked.item()
-        use_batch_stats = self.training or self.running_mean is None
-        track = not self.training or self.track_running_stats
-        return nn.functional.batch_norm(
-            input, self.running_mean if track else None,
-            self.running_var if track else None, self.weight, self.bias,
-            use_batch_stats, momentum, self.eps)
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count) -> None:

@@ -147,6 +147,46 @@ class TaskModel(nn.Module):
         return tuple(_flatten(self.model(images, samples, mode='tensor')))
 
 
+class ClassifierModel(nn.Module):
+    """An mmpretrain classifier called as ``model(images)`` (its logits).
+
+    Args:
+        model (nn.Module): An mmpretrain classifier.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images, mode='tensor')
+
+
+def build_whole_model(cfg, **backbone_args) -> nn.Module:
+    """``cfg``'s model without pretrained weights, drop path or data
+    preprocessor, called as ``model(images)``: a :class:`TaskModel` for
+    mmdet / mmseg, a :class:`ClassifierModel` for mmpretrain.
+
+    Args:
+        cfg (Config): The config.
+        **backbone_args: Overrides of the backbone's arguments.
+    """
+    import mmscalable.models  # noqa: F401  (registers the backbones)
+    from mmengine.registry import MODELS, init_default_scope
+    scope = cfg.get('default_scope')
+    init_default_scope(scope)
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(
+        model_cfg.backbone, init_cfg=None, drop_path_rate=0., **backbone_args)
+    # Images are fed as they are; the preprocessor is not part of it.
+    model_cfg.pop('data_preprocessor', None)
+    if scope == 'mmpretrain':
+        # Train-time batch augments are not part of the model at test time.
+        model_cfg.pop('train_cfg', None)
+        return ClassifierModel(MODELS.build(model_cfg))
+    return TaskModel(MODELS.build(model_cfg), scope)
+
+
 def config_builder(config: str) -> Callable[[str], nn.Module]:
     """A benchmark builder ``fn(impl)`` for an mmdet / mmseg config."""
     from mmengine.config import Config
@@ -156,20 +196,11 @@ def config_builder(config: str) -> Callable[[str], nn.Module]:
         raise ValueError(f'{config}: default_scope must be one of '
                          f'{TASK_SCOPES} for a whole-model benchmark, got '
                          f'{scope!r}')
-    backbone = cfg.model.backbone
-    if 'Refiner' in backbone.type:
+    if 'Refiner' in cfg.model.backbone.type:
         raise ValueError(f'{config}: the straightforward Refiner path does '
                          'not fit at dense sizes; benchmark the backbone')
 
     def build(impl: str) -> nn.Module:
-        import mmscalable.models  # noqa: F401  (registers the backbones)
-        from mmengine.registry import MODELS, init_default_scope
-        init_default_scope(scope)
-        model_cfg = cfg.model.copy()
-        model_cfg.backbone = dict(
-            backbone, attn_impl=impl, init_cfg=None, drop_path_rate=0.)
-        # Images are fed as they are; the preprocessor is not part of it.
-        model_cfg.pop('data_preprocessor', None)
-        return TaskModel(MODELS.build(model_cfg), scope)
+        return build_whole_model(cfg, attn_impl=impl)
 
     return build

@@ -22,10 +22,13 @@ through the mask head, as mmdet 2.x's ``forward_dummy``.
 """
 import os.path as osp
 from collections import Counter
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
+
+from .benchmark_tasks import build_whole_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METAFILES = ('configs/scalablevit/metafile.yml',
@@ -68,49 +71,23 @@ def paper_convention(cfg: Config) -> str:
     return 'fvcore' if cfg.get('default_scope') == 'mmpretrain' else 'mmcv'
 
 
+@lru_cache()
+def _metafile_models() -> Tuple[dict, ...]:
+    """The model entries of every metafile (read once)."""
+    from mmengine.fileio import load
+    return tuple(model for metafile in METAFILES
+                 for model in load(osp.join(ROOT, metafile))['Models'])
+
+
 def reported(config: str) -> Dict[str, Optional[float]]:
     """The paper's parameters and FLOPs of ``config`` from the metafiles
     (None where the paper gives none)."""
-    from mmengine.fileio import load
     rel = osp.relpath(osp.abspath(config), ROOT)
-    for metafile in METAFILES:
-        for model in load(osp.join(ROOT, metafile))['Models']:
-            if model['Config'] == rel:
-                meta = model.get('Metadata', {})
-                return dict(
-                    params=meta.get('Parameters'), flops=meta.get('FLOPs'))
+    for model in _metafile_models():
+        if model['Config'] == rel:
+            meta = model.get('Metadata', {})
+            return dict(params=meta.get('Parameters'), flops=meta.get('FLOPs'))
     return dict(params=None, flops=None)
-
-
-class _Classifier(torch.nn.Module):
-    """An mmpretrain classifier called as ``model(images)``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images, mode='tensor')
-
-
-def build_counted_model(cfg: Config) -> torch.nn.Module:
-    """The config's model, without pretrained weights or drop path, called
-    as ``model(images)``."""
-    import mmscalable.models  # noqa: F401  (registers the backbones)
-    from mmengine.registry import MODELS, init_default_scope
-
-    from .benchmark_tasks import TaskModel
-    scope = cfg.get('default_scope')
-    init_default_scope(scope)
-    model_cfg = cfg.model.copy()
-    model_cfg.backbone = dict(
-        model_cfg.backbone, init_cfg=None, drop_path_rate=0.)
-    model_cfg.pop('data_preprocessor', None)
-    if scope == 'mmpretrain':
-        # Train-time batch augments are not part of the model at test time.
-        model_cfg.pop('train_cfg', None)
-        return _Classifier(MODELS.build(model_cfg))
-    return TaskModel(MODELS.build(model_cfg), scope)
 
 
 def count(config: str,
@@ -132,7 +109,7 @@ def count(config: str,
     if convention not in CONVENTIONS:
         raise ValueError(f'convention must be one of {CONVENTIONS}, got '
                          f'{convention!r}')
-    model = build_counted_model(cfg).eval()
+    model = build_whole_model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     images = torch.randn(1, 3, height, width)
     torch.manual_seed(0)
@@ -186,10 +163,7 @@ def markdown_table(records: Sequence[dict]) -> str:
 
 def configs_with_reported_flops() -> List[str]:
     """Every config whose metafile entry has the paper's FLOPs."""
-    from mmengine.fileio import load
-    configs = []
-    for metafile in METAFILES:
-        for model in load(osp.join(ROOT, metafile))['Models']:
-            if model.get('Metadata', {}).get('FLOPs'):
-                configs.append(osp.join(ROOT, model['Config']))
-    return configs
+    return [
+        osp.join(ROOT, model['Config']) for model in _metafile_models()
+        if model.get('Metadata', {}).get('FLOPs')
+    ]

@@ -8,10 +8,11 @@ config's ``default_scope``.
 import os
 import os.path as osp
 from datetime import timedelta
-from typing import Iterator
 
 import torch
 from mmengine.config import Config, ConfigDict
+
+from .preflight import check_inputs, config_datasets
 
 # Added to every config the tools run (see ``mmscalable.engine.hooks``).
 TOOL_HOOKS = ('mmscalable.RandomStateHook', 'mmscalable.CheckpointMatchHook')
@@ -42,8 +43,6 @@ def build_runner(cfg: Config):
     CPU process group if there is one to start, then build the runner."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-
-    from .preflight import check_inputs
     ensure_config_data(cfg)
     check_inputs(cfg)
     init_cpu_process_group(cfg)
@@ -123,24 +122,11 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _datasets(cfg: Config) -> Iterator[dict]:
-    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dataset = (cfg.get(split) or {}).get('dataset')
-        # Dataset wrappers (RepeatDataset, ConcatDataset...) nest datasets.
-        stack = [dataset]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                yield item
-                stack.append(item.get('dataset'))
-                stack.extend(item.get('datasets') or [])
-
-
 def ensure_config_data(cfg: Config) -> None:
     """Generate the embedded demo data if the config trains or tests on it."""
     from mmscalable.datasets.demo_data import DEMO_DIRS, ensure_demo_data
     roots = set()
-    for dataset in _datasets(cfg):
+    for _, dataset in config_datasets(cfg):
         data_root = dataset.get('data_root')
         if data_root and osp.basename(osp.normpath(data_root)) in DEMO_DIRS:
             roots.add(osp.dirname(osp.normpath(data_root)) or '.')

@@ -21,7 +21,7 @@ def check_inputs(cfg: Config) -> None:
     """Raise if the work dir is not writable or an annotation file of the
     config is missing or does not parse."""
     check_work_dir(cfg.work_dir)
-    for split, dataset in _datasets(cfg):
+    for split, dataset in config_datasets(cfg):
         check_annotation_file(split, dataset)
 
 
@@ -37,7 +37,9 @@ def check_work_dir(work_dir: str) -> None:
             'choose another one with --work-dir') from e
 
 
-def _datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
+def config_datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
+    """(dataloader name, dataset config) of every dataset of ``cfg``, those
+    inside dataset wrappers included."""
     for split in SPLITS:
         stack = [(cfg.get(split) or {}).get('dataset')]
         # Dataset wrappers (RepeatDataset, ConcatDataset...) nest datasets.

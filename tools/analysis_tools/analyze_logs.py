@@ -55,16 +55,14 @@ def curve(records: Sequence[dict], key: str) -> Dict[str, np.ndarray]:
     only their ``step`` (the epoch, or the iteration of iteration-based
     runs).
     """
-    points = [(r['iter'] if 'iter' in r else r['step'], r[key])
-              for r in records if key in r]
-    if not points:
+    records = [r for r in records if key in r]
+    if not records:
         raise KeyError(f'no record has {key!r}')
-    x, y = zip(*points)
     return dict(
-        x=np.asarray(x),
-        y=np.asarray(y, dtype=float),
-        validation=np.asarray(['iter' not in r for r in records
-                               if key in r]).all())
+        x=np.asarray([r['iter'] if 'iter' in r else r['step']
+                      for r in records]),
+        y=np.asarray([r[key] for r in records], dtype=float),
+        validation=all('iter' not in r for r in records))
 
 
 def plot_curve(logs: Sequence[str],
