@@ -1,23 +1,60 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """mmscalable: scalable attention backbones for OpenMMLab 2.0."""
+import importlib.metadata
+
 from .version import __version__, version_info
 
 __all__ = ['__version__', 'version_info']
 
-
-def _integrate_with_mmengine():
-    # mmengine 0.10.7 loads its own checkpoints with a bare ``torch.load``,
-    # which torch >= 2.6 refuses (``weights_only=True`` by default). Any entry
-    # point that imports mmscalable (configs' ``custom_imports``, our tools)
-    # gets a loader that reads them; see ``mmscalable.utils.checkpoint``.
-    # It also makes ``_base_ = ['mmscalable::...']`` resolvable.
-    try:
-        from .utils.checkpoint import register_checkpoint_loaders
-        from .utils.mim import register_config_package
-    except ImportError:  # mmengine is absent: only the ops are usable.
-        return
-    register_checkpoint_loaders()
-    register_config_package()
+# The dependency versions this release supports (``install_requires`` in
+# setup.py declares the same ranges; ``requirements/constraints.txt`` pins
+# the stack the tests run on). The fixes in ``mmscalable.compat`` were
+# written for these versions.
+SUPPORTED_VERSIONS = {
+    'mmengine': ('0.10.0', '1.0.0'),
+    'mmcv': ('2.0.0', '2.2.0'),
+}
 
 
-_integrate_with_mmengine()
+def _release(version: str) -> tuple:
+    """``'2.1.0rc1'`` -> ``(2, 1, 0)``: the numeric release, enough for
+    the half-open ranges above."""
+    parts = []
+    for part in version.split('+')[0].split('.')[:3]:
+        digits = ''.join(c for c in part if c.isdigit()) or '0'
+        parts.append(int(digits))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def check_dependency_versions() -> None:
+    """Refuse to import next to an mmengine or mmcv out of range.
+
+    A package that is not installed is not checked: the ops need only torch.
+
+    Raises:
+        ImportError: Naming the package, its version and the range.
+    """
+    for package, (low, high) in SUPPORTED_VERSIONS.items():
+        try:
+            found = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            if package == 'mmcv':  # mmcv-lite: the same code, no ops.
+                try:
+                    found = importlib.metadata.version('mmcv-lite')
+                except importlib.metadata.PackageNotFoundError:
+                    continue
+            else:
+                continue
+        if not _release(low) <= _release(found) < _release(high):
+            raise ImportError(
+                f'mmscalable {__version__} needs {package}>={low},<{high}, '
+                f'but {package} {found} is installed. Install a version in '
+                f'that range, e.g. `pip install "{package}>={low},<{high}"` '
+                '(requirements/constraints.txt pins the tested stack).')
+
+
+check_dependency_versions()
+
+from .compat import apply_fixes  # noqa: E402
+
+apply_fixes()

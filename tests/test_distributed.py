@@ -1,7 +1,7 @@
 """Two CPU processes over gloo through tools/dist_train.sh and dist_test.sh.
 
 The same launch path as on GPUs (torchrun, ``--launcher pytorch``); see
-``mmscalable.utils.launch.prepare_launcher`` for what differs on the CPU.
+``mmscalable.compat.prepare_launcher`` for what differs on the CPU.
 """
 import glob
 import math

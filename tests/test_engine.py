@@ -13,12 +13,12 @@ from mmengine.config import Config
 from test_tools import free_port
 from tiny_backbones import BACKBONES
 
+import mmscalable.compat as compat
 import mmscalable.engine.hooks as hooks
-import mmscalable.utils.launch as launch
-import mmscalable.utils.preflight as preflight
+import mmscalable.engine.preflight as preflight
+import mmscalable.engine.runner as runner
 from mmscalable.engine import (AmpOptimWrapper, CheckpointMatchHook,
-                               convert_cpu_sync_batchnorm,
-                               RandomStateHook)
+                               RandomStateHook, convert_cpu_sync_batchnorm)
 from mmscalable.registry import HOOKS, OPTIM_WRAPPERS
 
 
@@ -196,7 +196,7 @@ def test_amp_wrapper_arguments():
 def test_cpu_launch_uses_gloo_and_ddp_without_device_ids(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     cfg = Config(dict(launcher='pytorch', find_unused_parameters=True))
-    launch.prepare_launcher(cfg)
+    compat.prepare_launcher(cfg)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.to_dict() == dict(
         type='mmscalable.CPUDistributedDataParallel',
@@ -208,22 +208,22 @@ def test_cpu_launch_uses_gloo_and_ddp_without_device_ids(monkeypatch):
             launcher='pytorch',
             model_wrapper_cfg=dict(
                 type='MMDistributedDataParallel', broadcast_buffers=True)))
-    launch.prepare_launcher(cfg)
+    compat.prepare_launcher(cfg)
     assert cfg.model_wrapper_cfg.broadcast_buffers
     assert cfg.model_wrapper_cfg.type == 'mmscalable.CPUDistributedDataParallel'
 
     with pytest.raises(RuntimeError, match='--launcher slurm needs a GPU'):
-        launch.prepare_launcher(Config(dict(launcher='slurm')))
+        compat.prepare_launcher(Config(dict(launcher='slurm')))
 
     cfg = Config(dict(launcher='none'))
-    launch.prepare_launcher(cfg)
+    compat.prepare_launcher(cfg)
     assert 'model_wrapper_cfg' not in cfg
 
 
 def test_tools_add_their_hooks_once():
     cfg = Config(dict(custom_hooks=[dict(type='RandomStateHook')]))
-    launch.add_tool_hooks(cfg)
-    launch.add_tool_hooks(cfg)
+    runner.add_tool_hooks(cfg)
+    runner.add_tool_hooks(cfg)
     assert [h['type'] for h in cfg.custom_hooks] == [
         'RandomStateHook', 'mmscalable.CheckpointMatchHook'
     ]

@@ -6,10 +6,9 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.utils.launch import (add_dump_results, add_visualization,
-                                     build_runner, finish_distributed,
-                                     load_tool_config)
+from mmscalable.compat import finish_distributed
+from mmscalable.engine.runner import (add_dump_results, add_visualization,
+                                      build_runner, load_tool_config)
 
 
 def parse_args():

@@ -7,9 +7,8 @@ import os
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.utils.launch import (build_runner, finish_distributed,
-                                     load_tool_config)
+from mmscalable.compat import finish_distributed
+from mmscalable.engine.runner import build_runner, load_tool_config
 
 
 def parse_args():

@@ -4,7 +4,7 @@
 mmengine's DDP wrapper assumes one GPU per process, and torch's
 ``SyncBatchNorm`` refuses CPU tensors. ``tools/train.py`` and
 ``tools/test.py`` select :class:`CPUDistributedDataParallel` for distributed
-runs without a GPU (see ``mmscalable.utils.launch.prepare_launcher``); it
+runs without a GPU (see ``mmscalable.compat.prepare_launcher``); it
 gives DDP no device ids and synchronizes the batch statistics of the model's
 SyncBN layers over the process group, as on GPUs. CPU runs are for testing
 and debugging the distributed path; the numbers are the GPU run's.

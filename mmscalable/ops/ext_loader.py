@@ -6,7 +6,7 @@ when the module was not built (``MMSCALABLE_WITH_OPS=0``), cannot be loaded
 (e.g. a CUDA build on a machine without the CUDA libraries), or is switched
 off with the environment variable ``MMSCALABLE_DISABLE_EXT=1``.
 
-Run ``python -m mmscalable.ops.ext_loader`` to print what was found.
+Run ``python -m mmscalable.ops`` to print what was found.
 """
 import importlib
 import os
@@ -91,6 +91,3 @@ def ext_info() -> dict:
         'error': error,
     }
 
-
-if __name__ == '__main__':
-    print(ext_info())

@@ -7,7 +7,6 @@ cached ends up in it.
 """
 import pytest
 import torch
-
 from tiny_backbones import BACKBONES
 
 

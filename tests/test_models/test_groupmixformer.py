@@ -4,7 +4,7 @@ from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.models import GroupMixAttention, GroupMixFormer
-from mmscalable.models.utils import groupmixformer_official_to_mmcls
+from mmscalable.models.checkpoint import groupmixformer_official_to_mmcls
 
 TINY = dict(embed_dims=[40, 80, 80, 120], depths=[1, 2, 2, 1],
             mlp_ratios=[4, 4, 2, 2])

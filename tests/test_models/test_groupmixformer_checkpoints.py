@@ -4,11 +4,11 @@ import copy
 import pytest
 import torch
 from mmengine.config import Config
+from reference.official_groupmixformer import OfficialGroupMixFormer
 
 from mmscalable.models import GroupMixFormer
-from mmscalable.models.utils import (groupmixformer_mmcls_to_official,
-                                     groupmixformer_official_to_mmcls)
-from reference.official_groupmixformer import OfficialGroupMixFormer
+from mmscalable.models.checkpoint import (groupmixformer_mmcls_to_official,
+                                          groupmixformer_official_to_mmcls)
 
 TINY = dict(embed_dims=[40, 80, 80, 120], depths=[1, 2, 2, 1],
             mlp_ratios=[4, 4, 2, 2])

@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 from mmengine.config import Config
+from reference.official_refiner import OfficialRefinerViT
 
 from mmscalable.models import RefinerViT
-from mmscalable.models.utils import (refiner_mmcls_to_official,
-                                     refiner_official_to_mmcls)
-from reference.official_refiner import OfficialRefinerViT
+from mmscalable.models.checkpoint import (refiner_mmcls_to_official,
+                                          refiner_official_to_mmcls)
 
 TINY = dict(embed_dims=48, depth=4, num_heads=4)
 SIZE = 64  # a 4 x 4 grid of patches

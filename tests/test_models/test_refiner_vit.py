@@ -4,8 +4,8 @@ import torch
 from mmengine.config import Config
 
 from mmscalable.models import RefinerViT
-from mmscalable.models.utils import (refiner_mmcls_to_official,
-                                     refiner_official_to_mmcls)
+from mmscalable.models.checkpoint import (refiner_mmcls_to_official,
+                                          refiner_official_to_mmcls)
 
 TINY = dict(embed_dims=48, depth=4, num_heads=4)
 CLS_CONFIG = 'configs/refiner/refiner-vit-s_8xb128_in1k.py'

@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmscalable.models import (InteractiveWindowAttention, ScalableSelfAttention,
-                               ScalableViT)
-from mmscalable.models.utils import (scalablevit_mmcls_to_official,
-                                     scalablevit_official_to_mmcls)
+from mmscalable.models import (InteractiveWindowAttention,
+                               ScalableSelfAttention, ScalableViT)
+from mmscalable.models.checkpoint import (scalablevit_mmcls_to_official,
+                                          scalablevit_official_to_mmcls)
 
 TINY = dict(
     embed_dims=[16, 32, 48, 64],

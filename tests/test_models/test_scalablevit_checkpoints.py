@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 from mmengine.config import Config
+from reference.official_scalablevit import OfficialScalableViT
 
 from mmscalable.models import ScalableViT
-from reference.official_scalablevit import OfficialScalableViT
 
 TINY = dict(
     embed_dims=[16, 32, 48, 64],

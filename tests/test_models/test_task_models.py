@@ -183,9 +183,9 @@ def test_mask_rcnn_loss_and_predict(family):
 @pytest.mark.parametrize('family',
                          ['scalablevit', 'groupmixformer', 'refiner'])
 def test_upernet_loss_and_predict(family):
+    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
     cfg = upernet_config(family)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)

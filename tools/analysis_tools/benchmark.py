@@ -27,9 +27,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
-from mmscalable.utils.benchmark import (DTYPES, IMPLS, MODELS,  # noqa: E402
-                                        MODES, Setting, run_benchmark,
-                                        write_outputs)
+from mmscalable.analysis.benchmark import (DTYPES, IMPLS, MODELS,  # noqa: E402
+                                           MODES, Setting, run_benchmark,
+                                           write_outputs)
 
 
 def parse_args(argv=None):

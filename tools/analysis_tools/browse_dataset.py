@@ -24,7 +24,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 import mmscalable  # noqa: E402,F401
-from mmscalable.utils.launch import ensure_config_data  # noqa: E402
+from mmscalable.engine.runner import ensure_config_data  # noqa: E402
 
 
 def parse_args():
@@ -69,8 +69,7 @@ def _detection_ground_truth(sample):
 
 def browse(cfg: Config, split: str, output_dir: str, number: int) -> list:
     """Write ``number`` pictures of ``split``; returns their paths."""
-    from mmengine.registry import (DATASETS, VISUALIZERS,
-                                   init_default_scope)
+    from mmengine.registry import DATASETS, VISUALIZERS, init_default_scope
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
         raise ValueError(f'cannot browse the dataset of a {scope} config')

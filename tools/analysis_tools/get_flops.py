@@ -22,9 +22,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-from mmscalable.utils.flops import (CONVENTIONS,  # noqa: E402
-                                    configs_with_reported_flops, count,
-                                    markdown_table)
+from mmscalable.analysis.flops import CONVENTIONS  # noqa: E402
+from mmscalable.analysis.flops import (configs_with_reported_flops, count,
+                                       markdown_table)
 
 
 def parse_args():

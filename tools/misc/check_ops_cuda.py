@@ -173,7 +173,7 @@ def check_gradients(ops):
 def time_cuda_ms(fn, warmup, repeats):
     """Median time of ``fn()`` in milliseconds, measured with CUDA events."""
     # Imported here: import_ops() has put the source package in place.
-    from mmscalable.utils.benchmark import median_seconds
+    from mmscalable.analysis.benchmark import median_seconds
     return median_seconds(fn, torch.device('cuda'), warmup, repeats) * 1e3
 
 

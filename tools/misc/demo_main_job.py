@@ -77,7 +77,7 @@ def untrained_metrics(config, work_dir):
     from mmengine.config import Config
 
     import mmscalable  # noqa: F401
-    from mmscalable.utils.launch import build_runner
+    from mmscalable.engine.runner import build_runner
     cfg = Config.fromfile(osp.join(ROOT, config))
     cfg.work_dir = work_dir
     runner = build_runner(cfg)

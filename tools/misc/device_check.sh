@@ -41,7 +41,7 @@ for stage in $STAGES; do
       CC=/usr/bin/gcc CXX=/usr/bin/g++ FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" \
         MAX_JOBS=16 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 \
         || { tail -30 "$OUT/build.log"; exit 1; }
-      python3 -m mmscalable.ops.ext_loader ;;
+      python3 -m mmscalable.ops ;;
     ops)
       python3 tools/misc/check_ops_cuda.py 2>&1 | tee "$OUT/ops.log" | tail -15 || status=1 ;;
     tests)

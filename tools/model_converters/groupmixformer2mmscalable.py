@@ -12,10 +12,10 @@ Example:
     python tools/model_converters/groupmixformer2mmscalable.py \\
         groupmixformer_small.pth checkpoints/groupmixformer-s_in1k.pth
 """
-from mmscalable.models.utils import (groupmixformer_official_to_mmcls,
-                                     is_official_groupmixformer)
-from mmscalable.utils.convert import (convert_official_checkpoint,
-                                      run_converter_cli)
+from mmscalable.models.checkpoint import (convert_official_checkpoint,
+                                          groupmixformer_official_to_mmcls,
+                                          is_official_groupmixformer,
+                                          run_converter_cli)
 
 
 def convert(src: str, dst: str) -> dict:

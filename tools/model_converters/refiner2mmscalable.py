@@ -19,9 +19,9 @@ Example:
 import argparse
 from typing import Optional, Sequence
 
-from mmscalable.models.utils import (is_official_refiner,
-                                     refiner_official_to_mmcls)
-from mmscalable.utils.convert import convert_official_checkpoint
+from mmscalable.models.checkpoint import (convert_official_checkpoint,
+                                          is_official_refiner,
+                                          refiner_official_to_mmcls)
 
 EMA_KEY = 'state_dict_ema'
 

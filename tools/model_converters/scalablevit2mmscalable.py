@@ -12,10 +12,10 @@ Example:
     python tools/model_converters/scalablevit2mmscalable.py \\
         scalable_vit_small.pth checkpoints/scalablevit-s_in1k.pth
 """
-from mmscalable.models.utils import (is_official_scalablevit,
-                                     scalablevit_official_to_mmcls)
-from mmscalable.utils.convert import (convert_official_checkpoint,
-                                      run_converter_cli)
+from mmscalable.models.checkpoint import (convert_official_checkpoint,
+                                          is_official_scalablevit,
+                                          run_converter_cli,
+                                          scalablevit_official_to_mmcls)
 
 
 def convert(src: str, dst: str) -> dict:

@@ -3,7 +3,7 @@
 Attention", 2023).
 
 The layout follows the released classification code, so that its checkpoints
-load after a key conversion (``mmscalable.models.utils.ckpt_convert``), and
+load after a key conversion (``mmscalable.models.checkpoint.key_rules``), and
 extends it to dense prediction: any input size (stage sizes follow the convs'
 ceil division instead of the official token-count assertions), a
 configurable norm (BN on one process, SyncBN on many, from the same weights),
@@ -16,8 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmcv.cnn import (ConvModule, DepthwiseSeparableConvModule,
-                      build_norm_layer)
+from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule, build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.logging import MMLogger
@@ -27,12 +26,12 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
+from ..checkpoint import (groupmixformer_official_to_mmcls,
+                          is_official_groupmixformer, load_pretrained_backbone)
 from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
                       tokens_to_map)
-from ..utils import (check_frozen_stages, check_image_input,
-                     groupmixformer_official_to_mmcls,
-                     is_official_groupmixformer, load_pretrained_backbone,
-                     parse_arch, parse_out_indices)
+from .base import (check_frozen_stages, check_image_input, parse_arch,
+                   parse_out_indices)
 
 
 class GroupMixBlock(BaseModule):

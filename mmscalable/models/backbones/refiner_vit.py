@@ -25,10 +25,10 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
+from ..checkpoint import (is_official_refiner, load_pretrained_backbone,
+                          refiner_official_to_mmcls)
 from ..layers import RefinedAttention
-from ..utils import (check_image_input, is_official_refiner,
-                     load_pretrained_backbone, parse_arch, parse_out_indices,
-                     refiner_official_to_mmcls)
+from .base import check_image_input, parse_arch, parse_out_indices
 
 
 def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],

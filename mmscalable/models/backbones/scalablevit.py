@@ -3,7 +3,7 @@
 Generalization of Vision Transformer", ECCV 2022).
 
 The layout follows the released classification code, so that its checkpoints
-load after a key conversion (``mmscalable.models.utils.ckpt_convert``), and
+load after a key conversion (``mmscalable.models.checkpoint.key_rules``), and
 extends it to dense prediction: multi-scale NCHW outputs, each through its own
 LayerNorm, and arbitrary input sizes.
 """
@@ -23,12 +23,12 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from ..checkpoint import (is_official_scalablevit, load_pretrained_backbone,
+                          scalablevit_official_to_mmcls)
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
                       ScalableSelfAttention, tokens_to_map)
-from ..utils import (check_frozen_stages, check_image_input,
-                     is_official_scalablevit, load_pretrained_backbone,
-                     parse_arch, parse_out_indices,
-                     scalablevit_official_to_mmcls)
+from .base import (check_frozen_stages, check_image_input, parse_arch,
+                   parse_out_indices)
 
 
 class ScalableViTBlock(BaseModule):

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mmscalable.analysis.benchmark import (ImplementationMismatch, Setting,
+                                           markdown_table, run_benchmark,
+                                           speedups, write_outputs)
 from mmscalable.models import GroupMixFormer, RefinerViT, ScalableViT
-from mmscalable.utils.benchmark import (ImplementationMismatch, Setting,
-                                        markdown_table, run_benchmark,
-                                        speedups, write_outputs)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools/analysis_tools/benchmark.py')
@@ -201,7 +201,7 @@ def test_whole_detectors_and_segmentors(config):
 
 
 def test_task_model_errors(tmp_path):
-    from mmscalable.utils.benchmark_tasks import config_builder
+    from mmscalable.analysis.task_models import config_builder
     config = tmp_path / 'cls.py'
     config.write_text("default_scope = 'mmpretrain'\nmodel = dict()\n")
     with pytest.raises(ValueError, match="default_scope must be one of"):

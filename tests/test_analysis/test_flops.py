@@ -7,7 +7,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from mmscalable.utils import flops
+from mmscalable.analysis import flops
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_DET = osp.join(ROOT,

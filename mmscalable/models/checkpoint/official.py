@@ -9,8 +9,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from mmscalable.models.utils import unwrap_state_dict
-from .checkpoint import safe_torch_load
+from mmscalable.compat import safe_torch_load
+from .pretrained import unwrap_state_dict
 
 
 def convert_official_checkpoint(

@@ -9,7 +9,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmscalable  # noqa: F401  (registers the loaders)
-from mmscalable.utils.checkpoint import safe_torch_load
+from mmscalable.compat import safe_torch_load
 
 
 def runner_like_checkpoint():

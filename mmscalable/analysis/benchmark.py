@@ -105,7 +105,7 @@ def resolve_builder(name: str,
     if name in builders:
         return builders[name]
     if name.endswith('.py'):
-        from .benchmark_tasks import config_builder
+        from .task_models import config_builder
         return config_builder(name)
     raise KeyError(f'unknown models [{name!r}]; known: {list(builders)} '
                    'or an mmdet / mmseg config path')

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 
-from .benchmark_tasks import build_whole_model
+from .task_models import build_whole_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METAFILES = ('configs/scalablevit/metafile.yml',

@@ -5,13 +5,11 @@ The tools serve mmdet, mmseg and mmpretrain configs alike; what differs
 between the libraries (the visualization hook's options) is decided by the
 config's ``default_scope``.
 """
-import os
 import os.path as osp
-from datetime import timedelta
 
-import torch
 from mmengine.config import Config, ConfigDict
 
+from mmscalable.compat import init_cpu_process_group, prepare_launcher
 from .preflight import check_inputs, config_datasets
 
 # Added to every config the tools run (see ``mmscalable.engine.hooks``).
@@ -59,67 +57,6 @@ def add_tool_hooks(cfg: Config) -> None:
         if hook_type not in listed and hook_type.split('.')[-1] not in listed:
             hooks.append(ConfigDict(type=hook_type))
     cfg.custom_hooks = hooks
-
-
-def prepare_launcher(cfg: Config) -> None:
-    """Run distributed jobs over gloo, on CPU processes, without a GPU.
-
-    mmengine 0.10.7 assumes a GPU per process for the pytorch launcher: it
-    calls ``torch.cuda.set_device`` and gives DDP ``device_ids`` (which DDP
-    rejects for a module on the CPU), and torch's SyncBN refuses CPU tensors.
-    Here the process group is started by :func:`init_cpu_process_group`
-    (mmengine then keeps it) and the model is wrapped by
-    ``mmscalable.CPUDistributedDataParallel`` (no device ids, SyncBN over
-    gloo).
-    """
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    if cfg.launcher != 'pytorch':
-        raise RuntimeError(
-            f'--launcher {cfg.launcher} needs a GPU per process; without '
-            'GPUs, start CPU processes with --launcher pytorch '
-            '(tools/dist_train.sh, tools/dist_test.sh)')
-    cfg.setdefault('env_cfg', ConfigDict())
-    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
-    cfg.env_cfg.dist_cfg.backend = 'gloo'
-    wrapper = cfg.get('model_wrapper_cfg')
-    if wrapper is None:
-        wrapper = ConfigDict(
-            broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
-    if wrapper.get('type', 'MMDistributedDataParallel') in (
-            'MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel'):
-        wrapper.type = 'mmscalable.CPUDistributedDataParallel'
-    cfg.model_wrapper_cfg = wrapper
-
-
-def init_cpu_process_group(cfg: Config) -> None:
-    """Join the gloo process group of a CPU run started by torchrun."""
-    import torch.distributed as dist
-    if (cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available()
-            or dist.is_initialized()):
-        return
-    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
-    timeout = timedelta(seconds=dist_cfg.get('timeout', 1800))
-    dist.init_process_group(
-        backend='gloo',
-        rank=int(os.environ['RANK']),
-        world_size=int(os.environ['WORLD_SIZE']),
-        timeout=timeout)
-
-
-def finish_distributed() -> None:
-    """Leave the process group of a distributed run that ended normally.
-
-    mmengine leaves it to the interpreter's exit, where the gloo threads of a
-    CPU run were now and then torn down while still running ("terminate
-    called without an active exception", SIGABRT after a finished run), and
-    NCCL warns about it.
-    """
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def ensure_config_data(cfg: Config) -> None:

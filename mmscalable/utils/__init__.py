@@ -1,1 +1,0 @@
-# Copyright (c) mmscalable contributors. All rights reserved.
