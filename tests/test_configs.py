@@ -129,8 +129,10 @@ def test_refiner_dense_recipes(config):
         assert backbone.out_indices == tuple(
             range(depth // 4 - 1, depth, depth // 4))
         assert backbone.img_size == (512, 512)
-        # 'auto' would pick the straightforward maps at 512x512.
-        assert backbone.attn_impl == 'chunked'
+        # The default budget would keep the maps whole at 512x512 (36 x
+        # 1025^2 float32 values per head group).
+        assert backbone.get('attn_impl', 'fast') == 'fast'
+        assert backbone.attn_memory_budget < 36 * 1025**2 * 4
         neck = cfg.model.neck
         assert neck.type == 'MultiLevelNeck'
         assert neck.in_channels == [dims] * 4
@@ -142,7 +144,7 @@ def test_refiner_dense_recipes(config):
     else:
         assert backbone.out_indices == (depth - 1, )
         # Chunked at 800x1333.
-        assert backbone.get('attn_impl', 'auto') in ('auto', 'chunked')
+        assert backbone.get('attn_impl', 'fast') == 'fast'
         neck = cfg.model.neck
         assert neck.type == 'mmscalable.SimpleFeaturePyramid'
         assert (neck.in_channels, neck.out_channels, neck.num_outs) == (dims,

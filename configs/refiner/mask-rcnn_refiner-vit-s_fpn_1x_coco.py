@@ -43,7 +43,7 @@ model = dict(
         # refined maps are noisy and cost extra passes over the maps; the
         # pretrained running statistics are kept, the affine weights train.
         # At 800x1333 the N x N maps are computed in exact chunks of query
-        # rows (attn_impl='auto'), never all at once.
+        # rows (attn_impl='fast', the default), never all at once.
         norm_eval=True,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),

@@ -45,11 +45,12 @@ model = dict(
         # pretrained running statistics are kept, the affine weights train.
         norm_eval=True,
         # The N x N maps in exact chunks of query rows, never all at once.
-        # 'auto' would take the straightforward path here (one image's maps
-        # of one block, 36 x 1025^2 floats for S, are under its 256 MiB
-        # threshold), which keeps every block's maps for backward: 18.7 GiB
-        # for the backbone of S at batch 2 against 2.1 GiB chunked (README).
-        attn_impl='chunked',
+        # One image's maps of one block (36 x 1025^2 floats for S and M,
+        # 144 MiB; 48 x 1025^2 for L, 192 MiB) are under the default
+        # 256 MiB memory budget of attn_impl='fast', which would then keep
+        # every block's maps for backward: 18.7 GiB for the backbone of S at
+        # batch 2 against about 2 GiB chunked (docs/model_zoo.md).
+        attn_memory_budget=128 * 2**20,
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(

@@ -1,6 +1,5 @@
-"""The chunked refined attention against the straightforward computation."""
-import copy
-
+"""The chunked refined attention (``impl='fast'`` beyond its memory budget)
+against the straightforward computation (``impl='reference'``)."""
 import pytest
 import torch
 
@@ -28,11 +27,10 @@ def randomise(module, seed=0):
     return module
 
 
-def attention_chain(impl, chunk_bytes=1, depth=4):
+def attention_chain(depth=4, **kwargs):
     torch.manual_seed(0)
     blocks = torch.nn.ModuleList([
-        RefinedAttention(
-            C, HEADS, refine=i % 2 == 1, impl=impl, chunk_bytes=chunk_bytes)
+        RefinedAttention(C, HEADS, refine=i % 2 == 1, **kwargs)
         for i in range(depth)
     ])
     return randomise(blocks).double()
@@ -60,13 +58,17 @@ def assert_same_grads(reference, other, rtol=1e-8, atol=1e-12):
 
 
 @pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
-@pytest.mark.parametrize('chunk_bytes', [1, 40_000], ids=['1row', 'rows'])
-def test_chain_matches_straightforward(train, chunk_bytes):
+# Budget (bytes) and batch for one-row chunks and for two-row chunks (the
+# most a budget below one image's 12 x 23 x 23 doubles allows at batch 1).
+@pytest.mark.parametrize(
+    'budget,batch,rows', [(1, 2, 1), (40_000, 1, 2)], ids=['1row', 'rows'])
+def test_chain_matches_straightforward(train, budget, batch, rows):
     """Forward, gradients and running statistics, frozen (eval) and batch
     statistics, with one-row and several-row chunks at an odd size."""
-    full = attention_chain('full').train(train)
-    chunked = attention_chain('chunked', chunk_bytes).train(train)
-    x = torch.randn(2, 23, C, dtype=torch.float64, requires_grad=True)
+    full = attention_chain(impl='reference').train(train)
+    chunked = attention_chain(memory_budget=budget).train(train)
+    x = torch.randn(batch, 23, C, dtype=torch.float64, requires_grad=True)
+    assert chunked[0]._chunk_rows(x) == rows
     x_chunked = x.detach().clone().requires_grad_()
     out, attn = run_chain(full, x)
     out_chunked, attn_chunked = run_chain(chunked, x_chunked)
@@ -86,27 +88,28 @@ def test_chain_matches_straightforward(train, chunk_bytes):
 
 
 def test_chunks_really_are_chunks():
-    block = RefinedAttention(
-        C, HEADS, refine=True, impl='chunked', chunk_bytes=1)
+    block = RefinedAttention(C, HEADS, refine=True, memory_budget=1)
     assert block._chunk_rows(torch.zeros(2, 50, C)) == 1
-    block.chunk_bytes = 8 * 2 * 3 * HEADS * 50 * 4 * 7
-    assert block._chunk_rows(torch.zeros(2, 50, C)) == 7
+    # Five rows of 8 temporaries of 3 x heads x 50 floats, under one image's
+    # 3 x heads x 50 x 50 floats.
+    block.memory_budget = 8 * 1 * 3 * HEADS * 50 * 4 * 5
+    assert block._chunk_rows(torch.zeros(1, 50, C)) == 5
     assert rows_per_chunk(1, 36, 4201, 4, 256 * 2**20) == 55
 
 
-def test_auto_picks_chunks_for_large_maps():
-    block = RefinedAttention(C, HEADS, refine=True, chunk_bytes=2**20)
+def test_fast_chunks_maps_beyond_the_budget():
+    block = RefinedAttention(C, HEADS, refine=True, memory_budget=2**20)
     # 3 * heads * N * N * 4 bytes: 1.5 MiB at N = 181, 0.4 MiB at N = 91.
     assert block._chunk_rows(torch.zeros(1, 91, C)) is None
     assert block._chunk_rows(torch.zeros(1, 181, C)) is not None
-    block.impl = 'full'
+    assert RefinedAttention(C, HEADS).memory_budget == 256 * 2**20
+    block.impl = 'reference'
     assert block._chunk_rows(torch.zeros(1, 181, C)) is None
 
 
 @pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
 def test_refiner_function_gradcheck(train):
-    block = randomise(RefinedAttention(8, 2, refine=True,
-                                       impl='chunked')).double()
+    block = randomise(RefinedAttention(8, 2, refine=True)).double()
     block.train(train)
     spec = block._refinement_spec()
     attn = torch.rand(2, 2, 7, 7, dtype=torch.float64, requires_grad=True)
@@ -132,17 +135,22 @@ def test_chained_function_gradcheck():
 
 
 @pytest.mark.parametrize('train', [False, True], ids=['frozen', 'batch'])
-def test_backbone_chunked_matches_full(train):
-    """The whole backbone at an odd size, outputs and input gradients."""
+def test_backbone_small_budget_matches_reference(train):
+    """The whole backbone at an odd size with a memory budget that chunks
+    the maps against ``attn_impl='reference'``: outputs, input and parameter
+    gradients, from the same state dict."""
     arch = dict(embed_dims=32, depth=4, num_heads=4)
-    full = randomise(
-        RefinerViT(
-            arch, out_indices=(1, 3), out_type='featmap',
-            attn_impl='full')).double().train(train)
-    chunked = copy.deepcopy(full)
-    for block in chunked.blocks:
-        block.attn.impl, block.attn.chunk_bytes = 'chunked', 100_000
+    kwargs = dict(out_indices=(1, 3), out_type='featmap')
+    full = randomise(RefinerViT(arch, attn_impl='reference',
+                                **kwargs)).double().train(train)
+    chunked = RefinerViT(
+        arch, attn_memory_budget=120_000, **kwargs).double().train(train)
+    chunked.load_state_dict(full.state_dict())
     x = torch.randn(2, 3, 80, 112, dtype=torch.float64, requires_grad=True)
+    # 1 + 5 x 7 tokens: one image's maps, 12 x 36 x 36 doubles, exceed the
+    # budget, which holds two rows' temporaries at batch 2.
+    tokens = torch.zeros(2, 36, 32, dtype=torch.float64)
+    assert chunked.blocks[0].attn._chunk_rows(tokens) == 2
     x_chunked = x.detach().clone().requires_grad_()
     outs, outs_chunked = full(x), chunked(x_chunked)
     for out, out_chunked in zip(outs, outs_chunked):
@@ -155,7 +163,7 @@ def test_backbone_chunked_matches_full(train):
 
 
 def test_chunked_training_refuses_map_dropout():
-    block = RefinedAttention(C, HEADS, impl='chunked', attn_drop_rate=0.1)
+    block = RefinedAttention(C, HEADS, memory_budget=1, attn_drop_rate=0.1)
     with pytest.raises(ValueError, match='no attention-map dropout'):
         block(torch.randn(1, 5, C))
     block.eval()
@@ -164,9 +172,9 @@ def test_chunked_training_refuses_map_dropout():
 
 def test_bad_impl_and_spec():
     with pytest.raises(ValueError, match='impl must be one of'):
-        RefinedAttention(C, HEADS, impl='fast')
-    with pytest.raises(ValueError, match='chunk_bytes must be positive'):
-        RefinedAttention(C, HEADS, chunk_bytes=0)
+        RefinedAttention(C, HEADS, impl='flash')
+    with pytest.raises(ValueError, match='memory_budget must be positive'):
+        RefinedAttention(C, HEADS, memory_budget=0)
     block = RefinedAttention(C, HEADS, refine=True)
     expand, depthwise, reduce = block.refinement.layers
     with pytest.raises(ValueError, match='3x3 depthwise'):

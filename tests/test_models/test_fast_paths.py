@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from mmscalable.models import (GroupMixAttention, GroupMixFormer,
-                               InteractiveWindowAttention,
-                               ScalableSelfAttention, ScalableViT)
-from mmscalable.models.layers import group_mix_attention, scalable_attention
-from mmscalable.models.layers.fast_paths import (InferenceCache,
-                                                 explicit_attention,
-                                                 fold_batch_norm, pad_kernel)
+                               InteractiveWindowAttention, RefinedAttention,
+                               RefinerViT, ScalableSelfAttention, ScalableViT)
+from mmscalable.models.layers import attention_impl
+from mmscalable.models.layers.attention_impl import (explicit_attention,
+                                                     uses_one_launch)
+from mmscalable.models.layers.fused_convs import (InferenceCache,
+                                                  fold_batch_norm, pad_kernel)
 
 SCALABLE_TINY = dict(
     embed_dims=[16, 32, 48, 64],
@@ -20,6 +21,7 @@ SCALABLE_TINY = dict(
 GROUPMIX_TINY = dict(
     embed_dims=[40, 80, 80, 120], depths=[1, 2, 1, 1],
     mlp_ratios=[4, 4, 2, 2])
+REFINER_TINY = dict(embed_dims=32, depth=2, num_heads=2)
 
 
 @pytest.fixture(params=['cpu-choice', 'gpu-choice'], autouse=True)
@@ -27,8 +29,8 @@ def fused_choice(request, monkeypatch):
     """Run every test with the CPU's choices of the fast path and with the
     GPU's (SDPA, padded one-launch convs) forced onto the CPU."""
     if request.param == 'gpu-choice':
-        for module in (scalable_attention, group_mix_attention):
-            monkeypatch.setattr(module, 'prefers_one_launch', lambda x: True)
+        monkeypatch.setattr(attention_impl, 'prefers_one_launch',
+                            lambda x: True)
     return request.param
 
 
@@ -208,10 +210,20 @@ def test_backbone_fast_matches_reference(backbone, arch, size, train):
     lambda: GroupMixAttention(40, impl='flash'),
     lambda: ScalableViT(arch=SCALABLE_TINY, attn_impl='flash'),
     lambda: GroupMixFormer(arch=GROUPMIX_TINY, attn_impl='flash'),
+    lambda: RefinedAttention(32, 2, impl='flash'),
+    lambda: RefinerViT(arch=REFINER_TINY, attn_impl='flash'),
 ])
 def test_unknown_impl_is_named(build):
     with pytest.raises(ValueError, match="impl must be one of .*'flash'"):
         build()
+
+
+def test_one_launch_rule(fused_choice):
+    """'fast' runs the fused formulations where the device prefers them;
+    'reference' never does."""
+    x = torch.zeros(1)
+    assert not uses_one_launch('reference', x)
+    assert uses_one_launch('fast', x) == (fused_choice == 'gpu-choice')
 
 
 def test_gma_fast_needs_parameter_free_activation():

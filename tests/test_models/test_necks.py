@@ -133,6 +133,8 @@ def test_bad_arguments():
         SimpleFeaturePyramid([32] * 4, 16)
     with pytest.raises(ValueError, match='out_channels must be a positive'):
         SimpleFeaturePyramid(32, 0)
+    with pytest.raises(ValueError, match='in_channels must be at least 4'):
+        SimpleFeaturePyramid(2, 16)
 
 
 def test_bad_inputs():

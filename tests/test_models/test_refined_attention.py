@@ -1,10 +1,22 @@
-"""RefinedAttention (Refiner-ViT): the straightforward computation."""
+"""RefinedAttention (Refiner-ViT) against a brute-force computation, with
+``impl='reference'`` and ``impl='fast'`` (whole maps and, with a small
+memory budget, chunks)."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmscalable.models import RefinedAttention
+from mmscalable.models import RefinedAttention, RefinerViT
 from mmscalable.registry import MODELS
+
+IMPLS = pytest.mark.parametrize(
+    'impl', [
+        dict(impl='reference'),
+        dict(impl='fast'),
+        dict(impl='fast', memory_budget=1)
+    ],
+    ids=['reference', 'fast', 'fast-chunked'])
 
 
 def _randomize_norms(module):
@@ -53,10 +65,11 @@ def _attention_brute_force(attn_module, x, prev):
     return attn_module.proj(out), attn
 
 
+@IMPLS
 @pytest.mark.parametrize('with_prev', [False, True])
-def test_attention_block_matches_brute_force(with_prev):
+def test_attention_block_matches_brute_force(with_prev, impl):
     torch.manual_seed(0)
-    module = RefinedAttention(48, 4).eval()
+    module = RefinedAttention(48, 4, **impl).eval()
     x = torch.randn(2, 37, 48)
     prev = torch.rand(2, 4, 37, 37).softmax(-1) if with_prev else None
     with torch.no_grad():
@@ -66,9 +79,10 @@ def test_attention_block_matches_brute_force(with_prev):
     torch.testing.assert_close(passed_on, expected_map, rtol=1e-4, atol=1e-6)
 
 
-def test_refiner_block_matches_brute_force_and_passes_the_map_on():
+@IMPLS
+def test_refiner_block_matches_brute_force_and_passes_the_map_on(impl):
     torch.manual_seed(0)
-    module = RefinedAttention(48, 4, refine=True)
+    module = RefinedAttention(48, 4, refine=True, **impl)
     _randomize_norms(module)
     module.eval()
     x = torch.randn(2, 26, 48)
@@ -109,3 +123,20 @@ def test_registered_and_bad_input():
         module(x, torch.rand(1, 3, 6, 6))
     with pytest.raises(ValueError, match='divisible by num_heads'):
         RefinedAttention(25, 3)
+
+
+@pytest.mark.parametrize('old,hint', [
+    ('full', "'full' is now 'reference'"),
+    ('auto', "'auto' is now 'fast'"),
+    ('chunked', 'use a smaller memory_budget (backbones: attn_memory_budget)'),
+])
+@pytest.mark.parametrize('backbone', [False, True])
+def test_old_impl_names_say_what_to_use(old, hint, backbone):
+    match = re.escape(f"impl must be one of ('fast', 'reference'), got "
+                      f"{old!r}: ") + '.*' + re.escape(hint)
+    with pytest.raises(ValueError, match=match):
+        if backbone:
+            RefinerViT(
+                arch=dict(embed_dims=24, depth=2, num_heads=3), attn_impl=old)
+        else:
+            RefinedAttention(24, 3, impl=old)

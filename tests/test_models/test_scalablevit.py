@@ -41,24 +41,6 @@ def test_shared_kv_gives_paper_count_for_s():
     assert round((num_params(backbone) + head) / 1e6, 1) == 32.4
 
 
-@pytest.mark.parametrize('size', [(224, 224), (33, 47), (512, 683)])
-@pytest.mark.parametrize('batch', [1, 2])
-def test_output_shapes(size, batch):
-    model = tiny().eval()
-    with torch.no_grad():
-        outs = model(torch.randn(batch, 3, *size))
-    # Stage 1: conv 7x7 stride 4 pad 3; later stages: conv 3x3 stride 2 pad 1.
-    h, w = (size[0] - 1) // 4 + 1, (size[1] - 1) // 4 + 1
-    expected = []
-    for dims in TINY['embed_dims']:
-        expected.append((batch, dims, h, w))
-        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    assert [tuple(o.shape) for o in outs] == expected
-    assert all(torch.isfinite(o).all() for o in outs)
-    # NCHW-contiguous: mmcv's CPU RoIAlign misreads channels-last maps.
-    assert all(o.is_contiguous() for o in outs)
-
-
 def test_small_arch_at_224_and_detection_size():
     model = ScalableViT(arch='s').eval()
     with torch.no_grad():
@@ -78,46 +60,6 @@ def test_out_indices_and_classification_mode():
     outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [32, 64]
     assert not hasattr(model, 'norm0') and hasattr(model, 'norm3')
-
-
-def test_gradients_reach_every_parameter():
-    model = tiny(out_indices=(0, 1, 2, 3))
-    model.train()
-    outs = model(torch.randn(2, 3, 64, 96))
-    sum(o.square().mean() for o in outs).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-def test_frozen_stages():
-    model = tiny(frozen_stages=2)
-    model.train()
-    for i in range(2):
-        assert not model.stages[i].training
-        assert all(not p.requires_grad for p in model.stages[i].parameters())
-        assert all(not p.requires_grad
-                   for p in getattr(model, f'norm{i}').parameters())
-    assert all(p.requires_grad for p in model.stages[2].parameters())
-    assert model.stages[2].training
-
-
-def test_with_cp_matches_without():
-    torch.manual_seed(0)
-    plain = tiny()
-    checkpointed = tiny(with_cp=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 64, 64)
-    grads = []
-    for model in (plain, checkpointed):
-        model.train()
-        model.zero_grad()
-        outs = model(x)
-        sum(o.sum() for o in outs).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-        assert torch.allclose(outs[-1], plain(x)[-1], atol=1e-5)
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5)
 
 
 def _window_attention_brute_force(attn, x, hw):
@@ -195,13 +137,3 @@ def test_converter_names_unknown_keys():
 def test_bad_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ScalableViT(**kwargs)
-
-
-def test_bad_input_errors():
-    model = tiny()
-    with pytest.raises(ValueError, match='3 input channels, got 1'):
-        model(torch.randn(1, 1, 64, 64))
-    with pytest.raises(ValueError, match='smaller than the backbone'):
-        model(torch.randn(1, 3, 16, 64))
-    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
-        model(torch.randn(3, 64, 64))

@@ -30,8 +30,7 @@ def refiner_dense_config(name, **backbone):
     cfg.model.backbone.update(
         arch=copy.deepcopy(REFINER_TINY),
         init_cfg=None,
-        attn_impl='chunked',
-        chunk_bytes=REFINER_CHUNK_BYTES,
+        attn_memory_budget=REFINER_CHUNK_BYTES,
         **backbone)
     return cfg
 

@@ -1,6 +1,12 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""Peak memory and time of Refiner-ViT's chunked refined attention against
-the straightforward computation.
+"""Peak memory and time of Refiner-ViT's fast refined attention against the
+reference computation.
+
+``--impl reference`` holds every N x N map; ``--impl fast`` computes the
+maps in exact chunks of query rows where one image's maps of a block exceed
+its memory budget (``attn_memory_budget``: 256 MiB unless
+``--attn-memory-budget-mib`` says otherwise; at 512x512 the maps of
+Refiner-ViT-S take 144 MiB, so it chunks only with a smaller budget).
 
 Each case runs in a fresh process; on a GPU it reports the peak of
 ``torch.cuda.max_memory_allocated``, on the CPU the peak resident memory
@@ -11,7 +17,8 @@ tensors). A case that runs out of memory is reported as such.
 Example:
     python tools/analysis_tools/refiner_memory.py --arch s \\
         --case infer:512x512:2 --case train:512x512:2 \\
-        --impl full chunked --out docs/refiner_memory.json
+        --impl reference fast --attn-memory-budget-mib 128 \\
+        --out docs/refiner_memory.json
 """
 import argparse
 import json
@@ -20,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Optional
 
 
 def _rss_bytes() -> int:
@@ -28,19 +36,23 @@ def _rss_bytes() -> int:
 
 
 def run_case(arch: str, impl: str, mode: str, height: int, width: int,
-             batch: int, device: str, norm_eval: bool) -> dict:
+             batch: int, device: str, norm_eval: bool,
+             budget_mib: Optional[float]) -> dict:
     """One forward (inference) or forward + backward (training) of the
     backbone with four dense outputs, in this process."""
     import torch
 
     from mmscalable.models import RefinerViT
     torch.manual_seed(0)
+    budget = {} if budget_mib is None else dict(
+        attn_memory_budget=int(budget_mib * 2**20))
     model = RefinerViT(
         arch,
         out_indices=(3, 7, 11, 15) if arch == 's' else (7, 15, 23, 31),
         out_type='featmap',
         norm_eval=norm_eval,
-        attn_impl=impl).to(device)
+        attn_impl=impl,
+        **budget).to(device)
     model.train(mode == 'train')
     images = torch.randn(batch, 3, height, width, device=device)
     if device == 'cuda':
@@ -83,8 +95,13 @@ def main():
         required=True,
         help='MODE:HxW:BATCH, e.g. train:512x512:2 (repeatable)')
     parser.add_argument(
-        '--impl', nargs='+', default=['full', 'chunked'],
-        choices=['full', 'chunked', 'auto'])
+        '--impl', nargs='+', default=['reference', 'fast'],
+        choices=['reference', 'fast'])
+    parser.add_argument(
+        '--attn-memory-budget-mib',
+        type=float,
+        help='the fast path chunks the maps beyond this many MiB per block '
+        '(default: the backbone\'s, 256)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
         '--norm-eval',
@@ -98,7 +115,8 @@ def main():
         impl, mode, h, w, b = args.single.split(',')
         print(json.dumps(
             run_case(args.arch, impl, mode, int(h), int(w), int(b),
-                     args.device, args.norm_eval)))
+                     args.device, args.norm_eval,
+                     args.attn_memory_budget_mib)))
         return
 
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
@@ -110,12 +128,18 @@ def main():
                 args.device, '--case', 'infer:1x1:1', '--single',
                 f'{impl},{mode},{height},{width},{batch}'
             ] + (['--norm-eval'] if args.norm_eval else [])
+            if args.attn_memory_budget_mib is not None:
+                cmd += [
+                    '--attn-memory-budget-mib',
+                    str(args.attn_memory_budget_mib)
+                ]
             proc = subprocess.run(cmd, env=env, capture_output=True,
                                   text=True)
             row = dict(arch=args.arch, impl=impl, mode=mode,
                        size=f'{height}x{width}', batch=batch,
                        device=args.device,
-                       map_norm='frozen' if args.norm_eval else 'batch')
+                       map_norm='frozen' if args.norm_eval else 'batch',
+                       attn_memory_budget_mib=args.attn_memory_budget_mib)
             if proc.returncode == 0:
                 row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
             else:

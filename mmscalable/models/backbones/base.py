@@ -1,8 +1,17 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""Argument and input checks shared by the backbones."""
-from typing import Dict, List, Optional, Sequence, Union
+"""What the backbones share: argument and input checks, and
+``BaseBackbone`` (frozen stages, ``norm_eval``, activation checkpointing and
+pretrained loading)."""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..checkpoint import load_pretrained_backbone
 
 
 def parse_out_indices(out_indices: Union[Sequence[int], int],
@@ -78,3 +87,117 @@ def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
             raise ValueError(f'arch[{key!r}] needs {num_stages} values, got '
                              f'{list(arch[key])}')
     return arch
+
+
+def checkpoint_if(enabled: bool, fn: Callable, *args):
+    """``fn(*args)``; with ``enabled`` (a block's ``with_cp``) and a tensor
+    argument that requires grad, its activations are recomputed in backward
+    instead of kept (``torch.utils.checkpoint``, non-reentrant)."""
+    if enabled and any(
+            isinstance(arg, Tensor) and arg.requires_grad for arg in args):
+        return cp.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+class BaseBackbone(BaseModule):
+    """The base of the backbones: frozen stages, ``norm_eval``,
+    ``with_cp`` and ``init_cfg=dict(type='Pretrained')``.
+
+    A subclass passes these arguments on, builds its layers, then calls
+    ``self._freeze_stages()`` at the end of its ``__init__``. It overrides:
+
+    - ``_frozen_modules(i)``: the modules that stage ``i`` freezes, if it
+      takes ``frozen_stages``; ``num_stages`` bounds ``frozen_stages``.
+    - ``_init_default_weights()``: its initialization when ``init_cfg`` is
+      None (after mmengine's), if it has one.
+    - ``official_converter``, ``is_official`` and ``optional_missing``
+      (class attributes) for pretrained loading, or ``load_pretrained``.
+
+    Its blocks call ``checkpoint_if(self.with_cp, fn, x)``.
+
+    Args:
+        frozen_stages (int): Stages to freeze (parameters fixed, eval mode);
+            -1 freezes none. Defaults to -1.
+        norm_eval (bool): Keep every BatchNorm in eval mode (frozen
+            statistics) while training. Defaults to False.
+        with_cp (bool): Gradient checkpointing of the blocks.
+            Defaults to False.
+        init_cfg (dict, optional): Initialization config.
+            ``type='Pretrained'`` (with ``checkpoint`` and an optional
+            ``prefix``) calls ``load_pretrained``. Defaults to None.
+    """
+    # Stages that frozen_stages counts; 0: none can be frozen.
+    num_stages: int = 0
+    # Pretrained loading: ``official_converter`` maps an official
+    # checkpoint to classifier keys (``backbone.*``) where ``is_official``
+    # recognises one (both wrapped in ``staticmethod``); keys under the
+    # ``optional_missing`` prefixes keep their initialization when a
+    # checkpoint lacks them (e.g. output norms a classifier has not).
+    official_converter: Optional[Callable[[dict], dict]] = None
+    is_official: Optional[Callable[[dict], bool]] = None
+    optional_missing: Tuple[str, ...] = ()
+
+    def __init__(self,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.frozen_stages = check_frozen_stages(frozen_stages,
+                                                 self.num_stages)
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+    def _frozen_modules(self, i: int) -> List[nn.Module]:
+        """The modules that freezing stage ``i`` (from 0) freezes."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not say what its stages freeze')
+
+    def _freeze_stages(self) -> None:
+        for i in range(max(self.frozen_stages, 0)):
+            for module in self._frozen_modules(i):
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self):
+        if (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            self.load_pretrained(self.init_cfg['checkpoint'],
+                                 self.init_cfg.get('prefix'))
+            return
+        super().init_weights()
+        if self.init_cfg is None:
+            self._init_default_weights()
+
+    def _init_default_weights(self) -> None:
+        """The initialization without ``init_cfg`` (the official one)."""
+
+    def load_pretrained(self,
+                        checkpoint: str,
+                        prefix: Optional[str] = None) -> None:
+        """Load weights of this backbone, of a classifier (with
+        ``prefix='backbone.'``) or of the official code (converted on the
+        fly), as ``init_cfg=dict(type='Pretrained')`` does.
+
+        Raises:
+            ValueError: If the checkpoint does not fit the backbone (see
+                ``load_pretrained_backbone``).
+        """
+        load_pretrained_backbone(
+            self,
+            checkpoint,
+            prefix=prefix,
+            official_converter=self.official_converter,
+            is_official=self.is_official,
+            optional_missing=self.optional_missing,
+            logger=MMLogger.get_current_instance())

@@ -15,22 +15,19 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule, build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
 from ..checkpoint import (groupmixformer_official_to_mmcls,
-                          is_official_groupmixformer, load_pretrained_backbone)
+                          is_official_groupmixformer)
 from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
                       tokens_to_map)
-from .base import (check_frozen_stages, check_image_input, parse_arch,
+from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
                    parse_out_indices)
 
 
@@ -105,9 +102,7 @@ class GroupMixBlock(BaseModule):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        return _inner_forward(x)
+        return checkpoint_if(self.with_cp, _inner_forward, x)
 
 
 class GroupMixStage(BaseModule):
@@ -160,7 +155,7 @@ class GroupMixStage(BaseModule):
         ])
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map (B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride))."""
+        """(B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride))."""
         x = self.patch_embed(x)
         hw_shape = x.shape[2:]
         tokens = map_to_tokens(x)
@@ -170,7 +165,7 @@ class GroupMixStage(BaseModule):
 
 
 @MODELS.register_module()
-class GroupMixFormer(BaseModule):
+class GroupMixFormer(BaseBackbone):
     """GroupMixFormer backbone.
 
     A conv stem (stride 4) and four stages of Group-Mix Attention blocks with
@@ -252,6 +247,10 @@ class GroupMixFormer(BaseModule):
     stage_strides = (1, 2, 2, 2)
     # Total stride of the stem.
     stem_stride = 4
+    official_converter = staticmethod(groupmixformer_official_to_mmcls)
+    is_official = staticmethod(is_official_groupmixformer)
+    # A checkpoint without the classifier's final norm.
+    optional_missing = ('norm3.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -271,7 +270,11 @@ class GroupMixFormer(BaseModule):
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(
+            frozen_stages=frozen_stages,
+            norm_eval=norm_eval,
+            with_cp=with_cp,
+            init_cfg=init_cfg)
         self.arch_settings = parse_arch(arch, self.arch_zoo,
                                         ('embed_dims', 'depths', 'mlp_ratios'),
                                         self.num_stages, 'GroupMixFormer')
@@ -279,10 +282,7 @@ class GroupMixFormer(BaseModule):
         depths = self.arch_settings['depths']
         self.in_channels = in_channels
         self.out_indices = parse_out_indices(out_indices, self.num_stages)
-        self.frozen_stages = check_frozen_stages(frozen_stages,
-                                                 self.num_stages)
         self.final_norm = final_norm
-        self.norm_eval = norm_eval
 
         stem_dims = self.embed_dims[0]
         stem_convs = []
@@ -336,53 +336,24 @@ class GroupMixFormer(BaseModule):
                 build_norm_layer(norm_cfg, self.embed_dims[last])[1])
         self._freeze_stages()
 
-    def init_weights(self):
-        if (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            load_pretrained_backbone(
-                self,
-                self.init_cfg['checkpoint'],
-                prefix=self.init_cfg.get('prefix'),
-                official_converter=groupmixformer_official_to_mmcls,
-                is_official=is_official_groupmixformer,
-                optional_missing=(f'norm{self.num_stages - 1}.', ),
-                logger=MMLogger.get_current_instance())
-            return
-        super().init_weights()
-        if self.init_cfg is None:
-            # The official initialization: timm's for Linear and LayerNorm,
-            # PyTorch's defaults for convs and BatchNorm (ConvModule
-            # re-initialises its convs with Kaiming normal; undo that).
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    constant_init(m, val=1.0, bias=0.)
-                elif isinstance(m, nn.Conv2d):
-                    m.reset_parameters()
+    def _init_default_weights(self):
+        # The official initialization: timm's for Linear and LayerNorm,
+        # PyTorch's defaults for convs and BatchNorm (ConvModule
+        # re-initialises its convs with Kaiming normal; undo that).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                m.reset_parameters()
 
-    def _freeze_stages(self):
-        if self.frozen_stages >= 1:
-            self.stem.eval()
-            for param in self.stem.parameters():
-                param.requires_grad = False
-        for i in range(max(self.frozen_stages, 0)):
-            frozen = [self.stages[i]]
-            if i == self.num_stages - 1 and self.final_norm:
-                frozen.append(getattr(self, f'norm{i}'))
-            for module in frozen:
-                module.eval()
-                for param in module.parameters():
-                    param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def _frozen_modules(self, i):
+        # The stem is frozen with the first stage.
+        frozen = [self.stem, self.stages[i]] if i == 0 else [self.stages[i]]
+        if i == self.num_stages - 1 and self.final_norm:
+            frozen.append(getattr(self, f'norm{i}'))
+        return frozen
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.

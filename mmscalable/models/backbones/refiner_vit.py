@@ -14,7 +14,6 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
@@ -22,13 +21,13 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmscalable.registry import MODELS
 from ..checkpoint import (is_official_refiner, load_pretrained_backbone,
                           refiner_official_to_mmcls)
 from ..layers import RefinedAttention
-from .base import check_image_input, parse_arch, parse_out_indices
+from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
+                   parse_out_indices)
 
 
 def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
@@ -72,10 +71,10 @@ class RefinerBlock(BaseModule):
         map_norm_cfg (dict): Norms of the map refinement. Defaults to
             ``dict(type='BN')``.
         act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
-        attn_impl (str): ``RefinedAttention``'s ``impl``. Defaults to
-            ``'auto'``.
-        chunk_bytes (int): ``RefinedAttention``'s ``chunk_bytes``.
-            Defaults to 256 MiB.
+        attn_impl (str): ``RefinedAttention``'s ``impl``, ``'fast'`` or
+            ``'reference'``. Defaults to ``'fast'``.
+        attn_memory_budget (int): ``RefinedAttention``'s ``memory_budget``
+            (bytes). Defaults to 256 MiB.
         with_cp (bool): Recompute the block in backward. Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
@@ -97,8 +96,8 @@ class RefinerBlock(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  map_norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
-                 attn_impl: str = 'auto',
-                 chunk_bytes: int = 256 * 2**20,
+                 attn_impl: str = 'fast',
+                 attn_memory_budget: int = 256 * 2**20,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -114,7 +113,7 @@ class RefinerBlock(BaseModule):
             proj_drop_rate=drop_rate,
             norm_cfg=map_norm_cfg,
             impl=attn_impl,
-            chunk_bytes=chunk_bytes)
+            memory_budget=attn_memory_budget)
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -139,14 +138,11 @@ class RefinerBlock(BaseModule):
             x = x + self.ffn(self.norm2(x * ratio)) / ratio
             return x, attn
 
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(
-                _inner_forward, x, prev_attn, use_reentrant=False)
-        return _inner_forward(x, prev_attn)
+        return checkpoint_if(self.with_cp, _inner_forward, x, prev_attn)
 
 
 @MODELS.register_module()
-class RefinerViT(BaseModule):
+class RefinerViT(BaseBackbone):
     """Refiner-ViT backbone.
 
     Args:
@@ -154,7 +150,11 @@ class RefinerViT(BaseModule):
             ``'medium'``, ``'large'``), or a dict with keys ``embed_dims``,
             ``depth`` and ``num_heads``. Defaults to ``'s'``.
         img_size (int | tuple[int, int]): Size the position embedding is
-            made for; other sizes interpolate it. Defaults to 224.
+            made for; other input sizes interpolate it, and a position
+            embedding of another (square) grid of patches is resized to it
+            on loading, whatever loads the weights (``init_cfg``,
+            ``load_from``, ``load_checkpoint``, ``load_state_dict``).
+            Defaults to 224.
         in_channels (int): Input image channels. Defaults to 3.
         mlp_ratio (float): MLP hidden ratio. Defaults to 3.
         expand_ratio (int): Head expansion of the map refinement.
@@ -183,13 +183,18 @@ class RefinerViT(BaseModule):
             ``dict(type='BN')``.
         norm_cfg (dict): Token norms. Defaults to
             ``dict(type='LN', eps=1e-6)``.
-        attn_impl (str): How the attention maps are computed: ``'full'``
-            (every N x N map at once), ``'chunked'`` (chunks of query rows,
-            exact, for detection and segmentation sizes) or ``'auto'``
-            (chunked when one image's expanded maps exceed ``chunk_bytes``).
-            Defaults to ``'auto'``.
-        chunk_bytes (int): Memory for one chunk's temporaries in the chunked
-            attention. Defaults to 256 MiB.
+        attn_impl (str): How the attention maps are computed:
+            ``'reference'`` (every N x N map at once, as the official code)
+            or ``'fast'`` (the same while the maps are within
+            ``attn_memory_budget``, beyond it exact chunks of query rows, for
+            detection and segmentation sizes). Defaults to ``'fast'``.
+        attn_memory_budget (int): Bytes of attention-map temporaries each
+            block may hold at once with ``attn_impl='fast'``: the maps are
+            chunked when one image's expanded maps of a block
+            (``expand_ratio * num_heads * N * N`` elements, N tokens) exceed
+            it, in chunks of query rows whose temporaries fit in it. Lower
+            it to chunk at smaller sizes. Defaults to ``256 * 2**20``
+            (256 MiB).
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -215,6 +220,8 @@ class RefinerViT(BaseModule):
     patch_size = 16
     stem_channels = (32, 64, 128)
     out_types = ('raw', 'featmap')
+    # A checkpoint without the final norm.
+    optional_missing = ('norm.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -233,11 +240,12 @@ class RefinerViT(BaseModule):
                  stem_norm_cfg: dict = dict(type='BN'),
                  map_norm_cfg: dict = dict(type='BN'),
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
-                 attn_impl: str = 'auto',
-                 chunk_bytes: int = 256 * 2**20,
+                 attn_impl: str = 'fast',
+                 attn_memory_budget: int = 256 * 2**20,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(
+            norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
         settings = parse_arch(arch, self.arch_zoo,
                               ('embed_dims', 'depth', 'num_heads'), None,
                               'RefinerViT')
@@ -250,7 +258,6 @@ class RefinerViT(BaseModule):
             raise ValueError(f'out_type must be one of {self.out_types}, '
                              f'got {out_type!r}')
         self.out_type = out_type
-        self.norm_eval = norm_eval
         if isinstance(img_size, int):
             img_size = (img_size, img_size)
         self.pos_grid = (img_size[0] // self.patch_size,
@@ -295,49 +302,78 @@ class RefinerViT(BaseModule):
                 norm_cfg=norm_cfg,
                 map_norm_cfg=map_norm_cfg,
                 attn_impl=attn_impl,
-                chunk_bytes=chunk_bytes,
+                attn_memory_budget=attn_memory_budget,
                 with_cp=with_cp) for i in range(self.depth)
         ])
         self.final_norm = final_norm
         if final_norm:
             self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
+        self._register_load_state_dict_pre_hook(self._fit_loaded_pos_embed)
 
-    def init_weights(self):
-        if (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            self._load_pretrained(self.init_cfg['checkpoint'],
-                                  self.init_cfg.get('prefix') or '')
-            return
-        super().init_weights()
-        if self.init_cfg is None:
-            # The official initialization: timm's for Linear, LayerNorm and
-            # the embeddings, PyTorch's defaults for convs (ConvModule
-            # re-initialises its convs; undo that) and BatchNorm.
-            trunc_normal_init(self.pos_embed, std=.02)
-            trunc_normal_init(self.cls_token, std=.02)
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    constant_init(m, val=1.0, bias=0.)
-                elif isinstance(m, nn.Conv2d):
-                    m.reset_parameters()
+    def _init_default_weights(self):
+        # The official initialization: timm's for Linear, LayerNorm and the
+        # embeddings, PyTorch's defaults for convs (ConvModule
+        # re-initialises its convs; undo that) and BatchNorm.
+        trunc_normal_init(self.pos_embed, std=.02)
+        trunc_normal_init(self.cls_token, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                m.reset_parameters()
 
-    def _load_pretrained(self, checkpoint: str, prefix: str) -> None:
+    def _of_other_grid(self, pos_embed: Optional[Tensor]) -> bool:
+        """Whether ``pos_embed`` is a position embedding of these channels
+        for another number of patches."""
+        return (isinstance(pos_embed, Tensor) and pos_embed.dim() == 3
+                and pos_embed.shape[1] != self.pos_embed.shape[1]
+                and pos_embed.shape[2] == self.pos_embed.shape[2])
+
+    def _fit_pos_embed(self, pos_embed: Tensor, source: str) -> Tensor:
+        """Resize a loaded position embedding of another square grid of
+        patches to the model's grid (``source`` names it in messages).
+
+        Raises:
+            ValueError: If the grid is not square (its sides are unknown).
+        """
+        num_patches = pos_embed.shape[1] - 1
+        side = int(round(num_patches**0.5))
+        if side * side != num_patches:
+            raise ValueError(
+                f'{source}: pos_embed of shape {tuple(pos_embed.shape)} is '
+                'not for a square grid of patches; cannot resize it to the '
+                f'{self.pos_grid[0]}x{self.pos_grid[1]} grid of '
+                f'{type(self).__name__}')
+        print_log(
+            f'Resized pos_embed of {source} from {side}x{side} to '
+            f'{self.pos_grid[0]}x{self.pos_grid[1]} patches',
+            logger=MMLogger.get_current_instance())
+        return resize_pos_embed(pos_embed, (side, side), self.pos_grid)
+
+    def _fit_loaded_pos_embed(self, state_dict: dict, prefix: str, *args):
+        # A load_state_dict pre-hook, so that checkpoints of other sizes
+        # load on every path, not only through init_cfg.
+        key = prefix + 'pos_embed'
+        if self._of_other_grid(state_dict.get(key)):
+            state_dict[key] = self._fit_pos_embed(
+                state_dict[key], f'the loaded state dict ({key})')
+
+    def load_pretrained(self,
+                        checkpoint: str,
+                        prefix: Optional[str] = None) -> None:
         """Load official checkpoints (converted on the fly) or mmscalable
         ones (a converted classifier: ``prefix='backbone.'``); a position
         embedding made for another grid of patches (L trained at 448, a dense
         model's ``img_size``) is resized to the model's grid."""
-        logger = MMLogger.get_current_instance()
-
-        def other_grid(pos_embed):
-            return (pos_embed is not None and pos_embed.dim() == 3
-                    and pos_embed.shape[1] != self.pos_embed.shape[1]
-                    and pos_embed.shape[2] == self.pos_embed.shape[2])
+        prefix = prefix or ''
 
         def needs_conversion(state_dict):
-            return (is_official_refiner(state_dict)
-                    or other_grid(state_dict.get(prefix + 'pos_embed')))
+            # The loader refuses tensors of other shapes before loading:
+            # resize pos_embed here.
+            return (is_official_refiner(state_dict) or self._of_other_grid(
+                state_dict.get(prefix + 'pos_embed')))
 
         def to_classifier_keys(state_dict):
             if is_official_refiner(state_dict):
@@ -348,22 +384,9 @@ class RefinerViT(BaseModule):
                     for k, v in state_dict.items() if k.startswith(prefix)
                 }
             pos_embed = state_dict.get('backbone.pos_embed')
-            if other_grid(pos_embed):
-                num_patches = pos_embed.shape[1] - 1
-                side = int(round(num_patches**0.5))
-                if side * side != num_patches:
-                    raise ValueError(
-                        f'{checkpoint}: pos_embed of shape '
-                        f'{tuple(pos_embed.shape)} is not for a square grid '
-                        'of patches; cannot resize it to the '
-                        f'{self.pos_grid[0]}x{self.pos_grid[1]} grid of '
-                        f'{type(self).__name__}')
-                state_dict['backbone.pos_embed'] = resize_pos_embed(
-                    pos_embed, (side, side), self.pos_grid)
-                print_log(
-                    f'Resized pos_embed of {checkpoint} from {side}x{side} '
-                    f'to {self.pos_grid[0]}x{self.pos_grid[1]} patches',
-                    logger=logger)
+            if self._of_other_grid(pos_embed):
+                state_dict['backbone.pos_embed'] = self._fit_pos_embed(
+                    pos_embed, checkpoint)
             return state_dict
 
         load_pretrained_backbone(
@@ -372,8 +395,8 @@ class RefinerViT(BaseModule):
             prefix=prefix or None,
             official_converter=to_classifier_keys,
             is_official=needs_conversion,
-            optional_missing=('norm.', ),
-            logger=logger)
+            optional_missing=self.optional_missing,
+            logger=MMLogger.get_current_instance())
 
     def resized_pos_embed(self, grid: Sequence[int]) -> Tensor:
         """The position embedding for a (h, w) token grid.
@@ -384,14 +407,6 @@ class RefinerViT(BaseModule):
         if tuple(grid) == self.pos_grid:
             return self.pos_embed
         return resize_pos_embed(self.pos_embed, self.pos_grid, grid)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.

@@ -12,22 +12,19 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import (constant_init, normal_init,
                                         trunc_normal_init)
 from torch import Tensor
 
 from mmscalable.registry import MODELS
-from ..checkpoint import (is_official_scalablevit, load_pretrained_backbone,
-                          scalablevit_official_to_mmcls)
+from ..checkpoint import is_official_scalablevit, scalablevit_official_to_mmcls
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
                       ScalableSelfAttention, tokens_to_map)
-from .base import (check_frozen_stages, check_image_input, parse_arch,
+from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
                    parse_out_indices)
 
 
@@ -123,9 +120,7 @@ class ScalableViTBlock(BaseModule):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        return _inner_forward(x)
+        return checkpoint_if(self.with_cp, _inner_forward, x)
 
 
 class ScalableViTStage(BaseModule):
@@ -189,7 +184,7 @@ class ScalableViTStage(BaseModule):
 
 
 @MODELS.register_module()
-class ScalableViT(BaseModule):
+class ScalableViT(BaseBackbone):
     """ScalableViT backbone.
 
     A four-stage hierarchical transformer whose stages alternate Interactive
@@ -219,7 +214,12 @@ class ScalableViT(BaseModule):
             Defaults to (0, 1, 2, 3).
         frozen_stages (int): Stages to freeze (parameters fixed, eval mode),
             with their output norms; -1 freezes none. Defaults to -1.
-        norm_cfg (dict): Norm layers. Defaults to ``dict(type='LN', eps=1e-6)``.
+        norm_eval (bool): Keep every BatchNorm in eval mode (frozen
+            statistics) while training. With the default LayerNorms there is
+            none: no effect, but the argument is the same for every
+            backbone. Defaults to False.
+        norm_cfg (dict): Norm layers.
+            Defaults to ``dict(type='LN', eps=1e-6)``.
         act_cfg (dict): MLP activation. Defaults to ``dict(type='GELU')``.
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
@@ -259,6 +259,10 @@ class ScalableViT(BaseModule):
     # Stride of each stage's patch embedding and its kernel.
     patch_sizes = (4, 2, 2, 2)
     patch_kernel_sizes = (7, 3, 3, 3)
+    official_converter = staticmethod(scalablevit_official_to_mmcls)
+    is_official = staticmethod(is_official_scalablevit)
+    # A classifier checkpoint has no output norms.
+    optional_missing = ('norm0.', 'norm1.', 'norm2.', 'norm3.')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -273,12 +277,17 @@ class ScalableViT(BaseModule):
                  drop_path_rate: float = 0.1,
                  out_indices: Union[Sequence[int], int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
+                 norm_eval: bool = False,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(
+            frozen_stages=frozen_stages,
+            norm_eval=norm_eval,
+            with_cp=with_cp,
+            init_cfg=init_cfg)
         self.arch_settings = parse_arch(
             arch, self.arch_zoo,
             ('embed_dims', 'depths', 'num_heads', 'channel_ratios'),
@@ -290,8 +299,6 @@ class ScalableViT(BaseModule):
                              f'values, got {list(spatial_ratios)}')
         self.in_channels = in_channels
         self.out_indices = parse_out_indices(out_indices, self.num_stages)
-        self.frozen_stages = check_frozen_stages(frozen_stages,
-                                                 self.num_stages)
 
         drop_path_rates = torch.linspace(0, drop_path_rate,
                                          sum(depths)).tolist()
@@ -328,47 +335,24 @@ class ScalableViT(BaseModule):
                             build_norm_layer(norm_cfg, self.embed_dims[i])[1])
         self._freeze_stages()
 
-    def init_weights(self):
-        if (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            load_pretrained_backbone(
-                self,
-                self.init_cfg['checkpoint'],
-                prefix=self.init_cfg.get('prefix'),
-                official_converter=scalablevit_official_to_mmcls,
-                is_official=is_official_scalablevit,
-                optional_missing=tuple(f'norm{i}.'
-                                       for i in range(self.num_stages)),
-                logger=MMLogger.get_current_instance())
-            return
-        super().init_weights()
-        if self.init_cfg is None:
-            # The official initialization.
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    constant_init(m, val=1.0, bias=0.)
-                elif isinstance(m, nn.Conv2d):
-                    fan_out = (
-                        m.kernel_size[0] * m.kernel_size[1] * m.out_channels //
-                        m.groups)
-                    normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
+    def _init_default_weights(self):
+        # The official initialization.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = (
+                    m.kernel_size[0] * m.kernel_size[1] * m.out_channels //
+                    m.groups)
+                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
 
-    def _freeze_stages(self):
-        for i in range(max(self.frozen_stages, 0)):
-            frozen = [self.stages[i]]
-            if i in self.out_indices:
-                frozen.append(getattr(self, f'norm{i}'))
-            for module in frozen:
-                module.eval()
-                for param in module.parameters():
-                    param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
+    def _frozen_modules(self, i):
+        frozen = [self.stages[i]]
+        if i in self.out_indices:
+            frozen.append(getattr(self, f'norm{i}'))
+        return frozen
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Forward.

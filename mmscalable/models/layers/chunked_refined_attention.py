@@ -34,7 +34,7 @@ those passes disappear. Running statistics are updated as ``nn.BatchNorm2d``
 updates them.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +47,15 @@ NUM_MAP_NORMS = 4
 
 
 def rows_per_chunk(batch: int, channels: int, num_tokens: int,
-                   element_size: int, chunk_bytes: int) -> int:
+                   element_size: int, memory_budget: int) -> int:
     """Query rows per chunk so that a chunk's temporaries fit in about
-    ``chunk_bytes``.
+    ``memory_budget`` bytes.
 
     A chunk of r rows holds about eight tensors of (batch, channels, r, N)
     while it is refined and its autograd graph in backward.
     """
     per_row = 8 * batch * channels * num_tokens * element_size
-    return max(1, min(num_tokens, chunk_bytes // per_row))
+    return max(1, min(num_tokens, memory_budget // per_row))
 
 
 def _chunks(num_rows: int, rows: int):
@@ -266,92 +266,118 @@ class ChunkedRefinerFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        spec, chunk_rows = ctx.spec, ctx.chunk_rows
+        grads = _RefinerBackward(ctx)
+        grads.output_pass(grad_out)
+        # Norm k's input depends on the statistics of the norms before it,
+        # so their gradients are complete once the later norms' passes ran.
+        for k in reversed(range(NUM_MAP_NORMS)):
+            if ctx.spec.norms[k].batch_stats:
+                grads.statistics_pass(k)
+        return (None, None, grads.grad_attn, grads.value.grad,
+                *grads.param_grads())
+
+
+class _RefinerBackward:
+    """The backward passes of :class:`ChunkedRefinerFunction`.
+
+    Gradients are summed into the ``.grad`` of leaves: the parameters, the
+    values and the batch statistics (held as inputs by the output pass; their
+    gradient is then carried back through the chunks that produced them),
+    and into ``grad_attn`` for the map.
+    """
+
+    def __init__(self, ctx):
+        """Leaves for what forward saved, and a zero gradient of the map."""
+        self.spec, self.chunk_rows = ctx.spec, ctx.chunk_rows
         saved = ctx.saved_tensors
-        attn, value = saved[:2]
+        self.attn, value = saved[:2]
         params = saved[2:2 + ctx.num_params]
-        flat_stats = saved[2 + ctx.num_params:]
-        N = attn.shape[2]
-        enabled, dtype = ctx.autocast
-        # Leaves: parameters, values and the batch statistics, whose gradient
-        # is then carried back through the chunks that produced them.
-        leaves = [
+        self.autocast = ctx.autocast
+        self.leaves = [
             p.detach().requires_grad_(need) if p is not None else None
             for p, need in zip(params, ctx.needs_input_grad[4:])
         ]
-        value_leaf = value.detach().requires_grad_(ctx.needs_input_grad[3])
+        self.value = value.detach().requires_grad_(ctx.needs_input_grad[3])
+        self.stats = self._stats_leaves(saved[2 + ctx.num_params:])
+        self.grad_attn = (
+            torch.zeros_like(self.attn) if ctx.needs_input_grad[2] else None)
+
+    def _stats_leaves(
+            self, flat_stats: Sequence[Tensor]) -> List[Tuple[Tensor, Tensor]]:
+        """(mean, var) of each norm; leaves where they are batch statistics."""
         stats = []
-        for k, norm in enumerate(spec.norms):
+        for k, norm in enumerate(self.spec.norms):
             mean, var = flat_stats[2 * k], flat_stats[2 * k + 1]
             if norm.batch_stats:
                 mean = mean.detach().requires_grad_()
                 var = var.detach().requires_grad_()
             stats.append((mean, var))
-        grad_attn = torch.zeros_like(attn) if ctx.needs_input_grad[2] else None
-        weights, affine = leaves[:3], leaves[3:]
+        return stats
 
-        def backward_chunks(stage, chunk_loss):
-            for start, end in _chunks(N, chunk_rows):
-                lo, hi = _halo(start, end, N)
-                a_in = attn[:, :, lo:hi].detach().requires_grad_(
-                    grad_attn is not None)
-                with torch.enable_grad(), torch.autocast(
-                        attn.device.type, dtype=dtype, enabled=enabled):
-                    y = _refine_rows(spec, a_in, start - lo, hi - end, weights,
-                                     affine, stats, stage)
-                    loss = chunk_loss(y, start, end)
-                inputs = [
-                    t for t in (a_in, value_leaf, *leaves, *(s
-                                                             for pair in stats
-                                                             for s in pair))
-                    if t is not None and t.requires_grad
-                ]
-                if not inputs or not loss.requires_grad:
+    def _chunk_pass(self, stage: int, chunk_loss: Callable) -> None:
+        """Sum each chunk's gradients of ``chunk_loss`` at ``stage``."""
+        # stage k < 4: the rows entering norm k; 4: the refined rows.
+        attn, N = self.attn, self.attn.shape[2]
+        weights, affine = self.leaves[:3], self.leaves[3:]
+        enabled, dtype = self.autocast
+        for start, end in _chunks(N, self.chunk_rows):
+            lo, hi = _halo(start, end, N)
+            a_in = attn[:, :, lo:hi].detach().requires_grad_(
+                self.grad_attn is not None)
+            with torch.enable_grad(), torch.autocast(
+                    attn.device.type, dtype=dtype, enabled=enabled):
+                y = _refine_rows(self.spec, a_in, start - lo, hi - end,
+                                 weights, affine, self.stats, stage)
+                loss = chunk_loss(y, start, end)
+            inputs = [
+                t for t in (a_in, self.value, *self.leaves,
+                            *(s for pair in self.stats for s in pair))
+                if t is not None and t.requires_grad
+            ]
+            if not inputs or not loss.requires_grad:
+                continue
+            grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+            for t, g in zip(inputs, grads):
+                if g is None:
                     continue
-                grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-                for t, g in zip(inputs, grads):
-                    if g is None:
-                        continue
-                    if t is a_in:
-                        grad_attn[:, :, lo:hi] += g
-                    elif t.grad is None:
-                        t.grad = g
-                    else:
-                        t.grad += g
+                if t is a_in:
+                    self.grad_attn[:, :, lo:hi] += g
+                elif t.grad is None:
+                    t.grad = g
+                else:
+                    t.grad += g
+
+    def output_pass(self, grad_out: Tensor) -> None:
+        """Gradients of ``sum(out * grad_out)``, batch statistics held."""
 
         def output_loss(refined, start, end):
-            out = refined.to(value_leaf.dtype) @ value_leaf
+            out = refined.to(self.value.dtype) @ self.value
             return (out * grad_out[:, :, start:end]).sum()
 
-        backward_chunks(NUM_MAP_NORMS, output_loss)
-        for k in reversed(range(NUM_MAP_NORMS)):
-            if not spec.norms[k].batch_stats:
-                continue
-            mean, var = stats[k]
-            grad_mean = mean.grad if mean.grad is not None else torch.zeros_like(
-                mean)
-            grad_var = var.grad if var.grad is not None else torch.zeros_like(
-                var)
-            count = attn.shape[0] * N * N
+        self._chunk_pass(NUM_MAP_NORMS, output_loss)
 
-            def stats_loss(x,
-                           start,
-                           end,
-                           mean=mean,
-                           grad_mean=grad_mean,
-                           grad_var=grad_var):
-                # d mean / dx = 1 / n and d var / dx = 2 (x - mean) / n.
-                centred = x - mean.detach().view(1, -1, 1, 1)
-                return ((grad_mean * x.sum(
-                    (0, 2, 3))).sum() + (grad_var * centred.square().sum(
-                        (0, 2, 3))).sum()) / count
+    def statistics_pass(self, k: int) -> None:
+        """Carry norm ``k``'s statistics' gradients back to their input."""
+        mean, var = self.stats[k]
+        grad_mean = (
+            mean.grad if mean.grad is not None else torch.zeros_like(mean))
+        grad_var = var.grad if var.grad is not None else torch.zeros_like(var)
+        count = self.attn.shape[0] * self.attn.shape[2]**2
 
-            backward_chunks(k, stats_loss)
+        def stats_loss(x, start, end):
+            # d mean / dx = 1 / n and d var / dx = 2 (x - mean) / n.
+            centred = x - mean.detach().view(1, -1, 1, 1)
+            return ((grad_mean * x.sum(
+                (0, 2, 3))).sum() + (grad_var * centred.square().sum(
+                    (0, 2, 3))).sum()) / count
 
-        grad_params = [
-            leaf.grad if leaf is not None else None for leaf in leaves
+        self._chunk_pass(k, stats_loss)
+
+    def param_grads(self) -> List[Optional[Tensor]]:
+        """The summed gradients of the parameters (None where not needed)."""
+        return [
+            leaf.grad if leaf is not None else None for leaf in self.leaves
         ]
-        return (None, None, grad_attn, value_leaf.grad, *grad_params)
 
 
 def chunked_refiner_attention(spec: RefinementSpec, attn: Tensor,

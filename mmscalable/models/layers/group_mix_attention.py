@@ -27,10 +27,10 @@ from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from .attention_impl import check_impl, uses_one_launch
 from .conv_position_encoding import map_to_tokens
-from .fast_paths import (InferenceCache, check_impl, fold_batch_norm,
-                         grouped_depthwise, padded_depthwise_weights,
-                         prefers_one_launch)
+from .fused_convs import (InferenceCache, fold_batch_norm, grouped_depthwise,
+                          padded_depthwise_weights)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -43,18 +43,20 @@ class ConvRelativePositionEncoding(BaseModule):
         head_dims (int): Channels per head.
         head_splits (dict[int, int]): ``{kernel_size: num_heads}`` in head
             order, e.g. ``{3: 2, 5: 3, 7: 3}``.
-        fused (bool): Run the head groups' convs as one depthwise conv with
-            zero-padded kernels on GPUs. Defaults to True.
+        impl (str): ``'fast'`` runs the head groups' convs as one depthwise
+            conv with zero-padded kernels where ``uses_one_launch`` says so
+            (GPUs); ``'reference'`` runs one conv per head group.
+            Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
     def __init__(self,
                  head_dims: int,
                  head_splits: Dict[int, int],
-                 fused: bool = True,
+                 impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.fused = fused
+        self.impl = check_impl(impl)
         self._cache = InferenceCache()
         self.channel_splits = [
             num_heads * head_dims for num_heads in head_splits.values()
@@ -83,7 +85,7 @@ class ConvRelativePositionEncoding(BaseModule):
         """
         B, num_heads, N, head_dims = q.shape
         padded = None
-        if self.fused and prefers_one_launch(value_map):
+        if uses_one_launch(self.impl, value_map):
             padded = self._cache.get(
                 [p for conv in self.convs for p in (conv.weight, conv.bias)],
                 lambda: padded_depthwise_weights(self.convs))
@@ -209,7 +211,7 @@ class GroupMixAttention(BaseModule):
         self.local_norm = build_norm_layer(local_norm_cfg, segment_dims)[1]
         self.local_act = build_activation_layer(act_cfg)
         self.crpe = ConvRelativePositionEncoding(
-            self.head_dims, crpe_head_splits, fused=self.impl == 'fast')
+            self.head_dims, crpe_head_splits, impl=self.impl)
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
         if self.impl == 'fast' and any(True for _ in
@@ -250,7 +252,7 @@ class GroupMixAttention(BaseModule):
         frozen = all(
             isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
             and n.running_mean is not None for n in norms)
-        one_launch = prefers_one_launch(qkv)
+        one_launch = uses_one_launch(self.impl, qkv)
         if frozen:
             padded, pw_weight, pw_bias, token_scale, token_shift = (
                 self._cache.get(

@@ -14,11 +14,13 @@ Blocks alternate between two kinds, as in the released code:
   map on.
 
 Tokens are (B, N, C), with any class token at index 0 (the maps are
-convolved in that order). ``impl='full'`` is the straightforward
-computation, which holds every N x N map: exact and fastest at
-classification sizes. ``impl='chunked'`` computes the same in chunks of query
-rows (``chunked_refined_attention.py``) so that detection and segmentation
-sizes fit in memory; ``'auto'`` picks it when the maps are large.
+convolved in that order). ``impl='reference'`` is the official
+computation, which holds every N x N map. ``impl='fast'`` (the default) is
+the same computation while the maps are within its ``memory_budget``
+(classification sizes, where it is the fastest), and beyond it computes the
+same result exactly in chunks of query rows
+(``chunked_refined_attention.py``), so that detection and segmentation
+sizes fit in memory.
 """
 import math
 from typing import Optional, Tuple
@@ -30,6 +32,7 @@ from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from .attention_impl import check_impl
 from .chunked_refined_attention import (RefinementSpec,
                                         chunked_chained_attention,
                                         chunked_refiner_attention,
@@ -107,14 +110,22 @@ class RefinedAttention(BaseModule):
             Defaults to 0.
         norm_cfg (dict): Norms of the refinement and of ``A + R(A)``.
             Defaults to ``dict(type='BN')``.
-        impl (str): ``'full'``, ``'chunked'`` or ``'auto'`` (chunked when
-            one image's expanded maps, 3 x heads x N x N, exceed
-            ``chunk_bytes``). Defaults to ``'auto'``.
-        chunk_bytes (int): Memory a chunk's temporaries may take, which sets
-            the query rows per chunk. Defaults to 256 MiB.
+        impl (str): ``'reference'`` (every N x N map in memory, as the
+            official code) or ``'fast'`` (the same, or exact chunks of query
+            rows when the maps exceed ``memory_budget``).
+            Defaults to ``'fast'``.
+        memory_budget (int): Bytes of attention-map temporaries that
+            ``impl='fast'`` lets the block hold at once. When one image's
+            expanded maps (``expand_ratio * num_heads * N * N`` elements of
+            the input's dtype) take more, the maps are computed in chunks of
+            as many query rows as keep a chunk's temporaries (about
+            ``8 * B * expand_ratio * num_heads * N`` elements per row)
+            within it; otherwise whole. The N x N map an attention block
+            passes on is held whole either way. A smaller budget chunks
+            smaller maps, in smaller chunks. ``impl='reference'`` ignores
+            it. Defaults to ``256 * 2**20`` (256 MiB).
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
-    impls = ('auto', 'full', 'chunked')
 
     def __init__(self,
                  embed_dims: int,
@@ -125,17 +136,15 @@ class RefinedAttention(BaseModule):
                  attn_drop_rate: float = 0.,
                  proj_drop_rate: float = 0.,
                  norm_cfg: dict = dict(type='BN'),
-                 impl: str = 'auto',
-                 chunk_bytes: int = 256 * 2**20,
+                 impl: str = 'fast',
+                 memory_budget: int = 256 * 2**20,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        if impl not in self.impls:
-            raise ValueError(f'impl must be one of {self.impls}, got {impl!r}')
-        if chunk_bytes <= 0:
+        self.impl = check_impl(impl)
+        if memory_budget <= 0:
             raise ValueError(
-                f'chunk_bytes must be positive, got {chunk_bytes}')
-        self.impl = impl
-        self.chunk_bytes = chunk_bytes
+                f'memory_budget must be positive, got {memory_budget}')
+        self.memory_budget = memory_budget
         self.expand_ratio = expand_ratio
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
@@ -175,7 +184,20 @@ class RefinedAttention(BaseModule):
             tuple[Tensor, Tensor]: The output tokens (B, N, C) and the map to
             pass on to the next block.
         """
+        self._check_inputs(x, prev_attn)
         B, N, C = x.shape
+        chunk_rows = self._chunk_rows(x)
+        if self.refine:
+            out = self._refiner_heads(x, prev_attn, chunk_rows)
+            passed_on = prev_attn
+        else:
+            out, passed_on = self._attention_heads(x, prev_attn, chunk_rows)
+        out = out.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(out)), passed_on
+
+    def _check_inputs(self, x: Tensor, prev_attn: Optional[Tensor]) -> None:
+        """Raise if ``prev_attn`` does not fit ``x`` or a refiner lacks it."""
+        B, N, _ = x.shape
         if prev_attn is not None and prev_attn.shape != (B, self.num_heads, N,
                                                          N):
             raise ValueError(
@@ -185,52 +207,64 @@ class RefinedAttention(BaseModule):
         if self.refine and prev_attn is None:
             raise ValueError('A refiner block needs the attention map of '
                              'the previous block (prev_attn)')
-        chunk_rows = self._chunk_rows(x)
-        if self.refine:
-            v = self._split_heads(self.v(x))
-            if chunk_rows is None:
-                attn = self.refined_norm(prev_attn +
-                                         self.refinement(prev_attn))
-                out = (attn * self.scale) @ v
-            else:
-                out = chunked_refiner_attention(self._refinement_spec(),
-                                                prev_attn, v, chunk_rows)
-            passed_on = prev_attn
-        else:
-            q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads,
-                                          self.head_dims).permute(
-                                              2, 0, 3, 1, 4).unbind(0)
-            if chunk_rows is None:
-                # The map itself goes on to the next block, so it is
-                # materialised (no fused attention). q and k are each scaled
-                # by sqrt(scale), as in the released code.
-                root_scale = math.sqrt(self.scale)
-                attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
-                attn = attn.softmax(dim=-1)
-                if prev_attn is not None:
-                    attn = attn + prev_attn * self.scale
-                passed_on = self.attn_drop(attn)
-                out = passed_on @ v
-            else:
-                out, passed_on = chunked_chained_attention(
-                    q, k, v, prev_attn, self.scale, chunk_rows)
-        out = out.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(out)), passed_on
+
+    def _refiner_heads(self, x: Tensor, prev_attn: Tensor,
+                       chunk_rows: Optional[int]) -> Tensor:
+        """A refiner block's ``refine(prev_attn) @ v``, (B, heads, N, d)."""
+        v = self._split_heads(self.v(x))
+        if chunk_rows is None:
+            return self._refined_map(prev_attn) @ v
+        return chunked_refiner_attention(self._refinement_spec(), prev_attn, v,
+                                         chunk_rows)
+
+    def _refined_map(self, prev_attn: Tensor) -> Tensor:
+        """The whole refined map ``d ** -0.5 * BN(A + R(A))``."""
+        attn = self.refined_norm(prev_attn + self.refinement(prev_attn))
+        return attn * self.scale
+
+    def _attention_heads(self, x: Tensor, prev_attn: Optional[Tensor],
+                         chunk_rows: Optional[int]) -> Tuple[Tensor, Tensor]:
+        """An attention block's ``A @ v``, (B, heads, N, d), and its map A."""
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads,
+                                      self.head_dims).permute(2, 0, 3, 1,
+                                                              4).unbind(0)
+        if chunk_rows is None:
+            passed_on = self._chained_map(q, k, prev_attn)
+            return passed_on @ v, passed_on
+        return chunked_chained_attention(q, k, v, prev_attn, self.scale,
+                                         chunk_rows)
+
+    def _chained_map(self, q: Tensor, k: Tensor,
+                     prev_attn: Optional[Tensor]) -> Tensor:
+        """The whole map ``softmax(q k^T * scale) + scale * prev_attn``."""
+        # The map itself goes on to the next block, so it is materialised
+        # (no fused attention). q and k are each scaled by sqrt(scale), as
+        # in the released code.
+        root_scale = math.sqrt(self.scale)
+        attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
+        attn = attn.softmax(dim=-1)
+        if prev_attn is not None:
+            attn = attn + prev_attn * self.scale
+        return self.attn_drop(attn)
 
     def _chunk_rows(self, x: Tensor) -> Optional[int]:
-        """Query rows per chunk, or None for the straightforward path."""
+        """Query rows per chunk under ``memory_budget``; None: whole maps."""
         B, N, _ = x.shape
         hidden = self.num_heads * self.expand_ratio
         element_size = x.element_size()
-        if self.impl == 'full' or (self.impl == 'auto' and hidden * N * N *
-                                   element_size <= self.chunk_bytes):
+        if (self.impl == 'reference'
+                or hidden * N * N * element_size <= self.memory_budget):
             return None
         if (not self.refine and self.training and self.attn_drop.p > 0):
-            raise ValueError('The chunked attention has no attention-map '
-                             'dropout; use attn_drop_rate=0 or impl="full"')
-        return rows_per_chunk(B, hidden, N, element_size, self.chunk_bytes)
+            raise ValueError(
+                'The chunked attention of impl="fast" has no attention-map '
+                'dropout; use attn_drop_rate=0, impl="reference" or a '
+                'memory_budget that holds the whole maps')
+        return rows_per_chunk(B, hidden, N, element_size, self.memory_budget)
 
     def _refinement_spec(self) -> RefinementSpec:
+        """The refinement's convs, norms and activations, for the chunks."""
         expand, depthwise, reduce = self.refinement.layers
         return RefinementSpec(
             expand.conv,

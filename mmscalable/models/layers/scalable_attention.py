@@ -12,7 +12,7 @@ cut with reshapes; ``'fast'`` (the default) attends on GPUs with
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels, with a
 key mask for padded windows) and cuts windows with the extension's kernels.
 On the CPU, where SDPA measured slower on these shapes, it attends
-explicitly (``fast_paths.prefers_one_launch``). The benchmark times one
+explicitly (``attention_impl.uses_one_launch``). The benchmark times one
 against the other; the tests check that they agree.
 """
 from typing import Optional, Sequence
@@ -27,8 +27,8 @@ from torch import Tensor
 from mmscalable.ops import (window_partition, window_partition_reference,
                             window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
+from .attention_impl import attend, check_impl
 from .conv_position_encoding import map_to_tokens, tokens_to_map
-from .fast_paths import attend, check_impl, prefers_one_launch
 
 
 @MODELS.register_module()
@@ -179,7 +179,7 @@ class ScalableSelfAttention(BaseModule):
             key, value = self.k(context), self.v(context)
         key, value = self._split_heads(key), self._split_heads(value)
         out = attend(query, key, value, self.scale, self.attn_drop,
-                     self.impl == 'fast' and prefers_one_launch(x))
+                     self.impl)
         out = out.transpose(1, 2).reshape(B, N, self.value_dims)
         return self.proj_drop(self.proj(out))
 
@@ -286,7 +286,7 @@ class InteractiveWindowAttention(BaseModule):
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
         out = attend(query, key, value, self.scale, self.attn_drop,
-                     self.impl == 'fast' and prefers_one_launch(x), mask)
+                     self.impl, mask)
         out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
         if self.impl == 'reference':
             out = window_reverse_reference(out, ws, H, W)

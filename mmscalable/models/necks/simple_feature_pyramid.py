@@ -98,33 +98,8 @@ class SimpleFeaturePyramid(BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        name = type(self).__name__
-        for arg, value in (('in_channels', in_channels), ('out_channels',
-                                                          out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) \
-                    or value < 1:
-                raise ValueError(
-                    f'{name}: {arg} must be a positive int, got {value!r}')
-        scale_factors = tuple(scale_factors)
-        unknown = [s for s in scale_factors if s not in self.supported_scales]
-        if unknown or not scale_factors:
-            raise ValueError(
-                f'{name}: scale_factors must be taken from '
-                f'{self.supported_scales}, got {scale_factors} (unknown: '
-                f'{unknown})')
-        if any(a <= b for a, b in zip(scale_factors, scale_factors[1:])):
-            raise ValueError(
-                f'{name}: scale_factors must be strictly decreasing (finest '
-                f'output first), got {scale_factors}')
-        if num_outs not in (len(scale_factors), len(scale_factors) + 1):
-            raise ValueError(
-                f'{name}: num_outs must be {len(scale_factors)} or '
-                f'{len(scale_factors) + 1} for {len(scale_factors)} scale '
-                f'factors, got {num_outs}')
-        if 4.0 in scale_factors and in_channels < 4:
-            raise ValueError(f'{name}: scale factor 4 quarters the channels; '
-                             f'in_channels must be at least 4, got '
-                             f'{in_channels}')
+        scale_factors = self._check_args(in_channels, out_channels,
+                                         scale_factors, num_outs)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.scale_factors = scale_factors
@@ -170,6 +145,44 @@ class SimpleFeaturePyramid(BaseModule):
                         bias=False,
                         norm_cfg=norm_cfg,
                         act_cfg=None)))
+
+    def _check_args(self, in_channels: int, out_channels: int,
+                    scale_factors: Sequence[float],
+                    num_outs: int) -> Tuple[float, ...]:
+        """Check the constructor's arguments; return ``scale_factors`` as a
+        tuple.
+
+        Raises:
+            ValueError: Naming the argument that is wrong and why.
+        """
+        name = type(self).__name__
+        for arg, value in (('in_channels', in_channels), ('out_channels',
+                                                          out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) \
+                    or value < 1:
+                raise ValueError(
+                    f'{name}: {arg} must be a positive int, got {value!r}')
+        scale_factors = tuple(scale_factors)
+        unknown = [s for s in scale_factors if s not in self.supported_scales]
+        if unknown or not scale_factors:
+            raise ValueError(
+                f'{name}: scale_factors must be taken from '
+                f'{self.supported_scales}, got {scale_factors} (unknown: '
+                f'{unknown})')
+        if any(a <= b for a, b in zip(scale_factors, scale_factors[1:])):
+            raise ValueError(
+                f'{name}: scale_factors must be strictly decreasing (finest '
+                f'output first), got {scale_factors}')
+        if num_outs not in (len(scale_factors), len(scale_factors) + 1):
+            raise ValueError(
+                f'{name}: num_outs must be {len(scale_factors)} or '
+                f'{len(scale_factors) + 1} for {len(scale_factors)} scale '
+                f'factors, got {num_outs}')
+        if 4.0 in scale_factors and in_channels < 4:
+            raise ValueError(f'{name}: scale factor 4 quarters the channels; '
+                             f'in_channels must be at least 4, got '
+                             f'{in_channels}')
+        return scale_factors
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         """The pyramid, finest first.

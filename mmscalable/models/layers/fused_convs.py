@@ -1,11 +1,12 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""What the ``'fast'`` and ``'reference'`` implementations share.
+"""Conv fusion of Group-Mix Attention's fast path.
 
-Every attention of mmscalable computes one function in two ways, chosen by
-``impl``: ``'fast'`` (the default) and ``'reference'``, which computes what
-the official code computes the way it computes it. Both use the same
-parameters, so a checkpoint runs either way; the benchmark times one against
-the other and the tests check that they agree.
+Several depthwise convs of different kernel sizes on consecutive channel
+groups run as one conv with kernels zero-padded to the largest size; frozen
+BatchNorms fold into the conv before them; the fused weights are kept
+between inference calls (:class:`InferenceCache`). Whether the padded
+one-launch convs run on a device is decided by
+``attention_impl.uses_one_launch``.
 """
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -13,72 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-
-ATTENTION_IMPLS = ('fast', 'reference')
-
-
-def check_impl(impl: str) -> str:
-    """Return ``impl`` if it names an attention implementation, else raise."""
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(
-            f'impl must be one of {ATTENTION_IMPLS}, got {impl!r}')
-    return impl
-
-
-def prefers_one_launch(x: Tensor) -> bool:
-    """Whether fused formulations pay for ``x``'s device.
-
-    On a GPU these backbones are bound by kernel launches and memory
-    traffic (the reference reaches 2-8% of an H100's bf16 peak), so the fast
-    paths trade a few wasted multiply-adds (zero-padded kernels) for fewer
-    launches, and attend with ``F.scaled_dot_product_attention``, which never
-    writes the weights to memory. On the CPU, measured on this project's
-    2-core machine (docs/benchmark/), the padded kernels' extra work and
-    the CPU SDPA kernels on these shapes (thousands of queries, tens to
-    hundreds of keys) are slower than the plain computation, so the fast
-    path computes those parts as the reference does there.
-    """
-    return x.device.type != 'cpu'
-
-
-def explicit_attention(query: Tensor,
-                       key: Tensor,
-                       value: Tensor,
-                       scale: float,
-                       dropout: nn.Module,
-                       key_mask: Optional[Tensor] = None) -> Tensor:
-    """``softmax(scale * Q K^T) V`` with the weights materialised.
-
-    The official computation, kept as the reference of the fused path.
-    ``key_mask`` is True where a key may be attended.
-    """
-    attn = (query @ key.transpose(-2, -1)) * scale
-    if key_mask is not None:
-        attn = attn.masked_fill(~key_mask, float('-inf'))
-    return dropout(attn.softmax(dim=-1)) @ value
-
-
-def attend(query: Tensor,
-           key: Tensor,
-           value: Tensor,
-           scale: float,
-           dropout: nn.Dropout,
-           fused: bool,
-           key_mask: Optional[Tensor] = None) -> Tensor:
-    """``softmax(scale * Q K^T) V``, fused (SDPA) or explicit.
-
-    ``dropout`` is the module of the attention weights; its rate and
-    training flag give SDPA's ``dropout_p``.
-    """
-    if not fused:
-        return explicit_attention(query, key, value, scale, dropout, key_mask)
-    return F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=key_mask,
-        dropout_p=dropout.p if dropout.training else 0.,
-        scale=scale)
 
 
 def pad_kernel(weight: Tensor, size: int) -> Tensor:
