@@ -1,5 +1,11 @@
-"""mmengine checkpoints load on torch >= 2.6; arbitrary pickles do not."""
+"""mmscalable.compat: mmengine checkpoints load on torch >= 2.6 and
+arbitrary pickles do not; the version check and the import leave the rest
+of the process alone."""
 import argparse
+import importlib.metadata
+import os.path as osp
+import subprocess
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -8,7 +14,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import mmscalable  # noqa: F401  (registers the loaders)
+import mmscalable
+from mmscalable import compat
 from mmscalable.compat import safe_torch_load
 
 
@@ -63,3 +70,85 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RuntimeError, match='truncated.pth'):
         CheckpointLoader.load_checkpoint(str(path))
+
+
+def test_import_applies_the_fixes_once_and_they_are_idempotent():
+    local = CheckpointLoader._schemes['']
+    assert local is compat._load_from_local
+    compat.apply_fixes()
+    compat.apply_fixes()
+    assert CheckpointLoader._schemes[''] is compat._load_from_local
+    from mmengine.config import config as config_module
+    assert config_module.get_installed_path('mmscalable') == \
+        compat.PACKAGE_DIR
+
+
+@pytest.mark.parametrize('package,version', [('mmcv', '2.2.0'),
+                                             ('mmcv', '1.7.2'),
+                                             ('mmengine', '1.0.0rc0'),
+                                             ('mmengine', '0.9.1')])
+def test_out_of_range_dependency_is_refused_by_name(monkeypatch, package,
+                                                    version):
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, 'version', lambda name: version
+        if name == package else real(name))
+    low, high = mmscalable.SUPPORTED_VERSIONS[package]
+    with pytest.raises(ImportError) as info:
+        mmscalable.check_dependency_versions()
+    message = str(info.value)
+    assert f'{package} {version} is installed' in message
+    assert f'{package}>={low},<{high}' in message
+
+
+def test_installed_stack_is_in_range():
+    mmscalable.check_dependency_versions()
+    for package, (low, high) in mmscalable.SUPPORTED_VERSIONS.items():
+        found = mmscalable._release(importlib.metadata.version(package))
+        assert mmscalable._release(low) <= found < mmscalable._release(high)
+
+
+def test_import_installs_no_warnings_filter():
+    """No module of the package adds a warnings filter when imported (the
+    dependencies it imports may)."""
+    code = (
+        'import os, sys, warnings\n'
+        'package = os.path.join(os.path.dirname(os.path.abspath(\n'
+        '    __import__("importlib").util.find_spec("mmscalable").origin)))\n'
+        'callers = []\n'
+        'def recorded(add):\n'
+        '    def add_filter(*args, **kwargs):\n'
+        '        callers.append(sys._getframe(1).f_code.co_filename)\n'
+        '        return add(*args, **kwargs)\n'
+        '    return add_filter\n'
+        'warnings.filterwarnings = recorded(warnings.filterwarnings)\n'
+        'warnings.simplefilter = recorded(warnings.simplefilter)\n'
+        'import mmscalable, mmscalable.models, mmscalable.ops\n'
+        'import mmscalable.engine, mmscalable.analysis.benchmark\n'
+        'ours = [c for c in callers if c.startswith(package)]\n'
+        'assert not ours, ours\n')
+    result = subprocess.run([sys.executable, '-c', code],
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_ops_module_runs_without_runpy_warning():
+    result = subprocess.run(
+        [sys.executable, '-W', 'error::RuntimeWarning', '-m',
+         'mmscalable.ops'],
+        capture_output=True,
+        text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'available'" in result.stdout
+
+
+def test_runtime_requirements_declare_the_checked_ranges():
+    """install_requires (requirements/runtime.txt) and the import-time check
+    name the same ranges."""
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'requirements', 'runtime.txt')
+    with open(path) as f:
+        lines = [line.split('#')[0].strip() for line in f]
+    for package, (low, high) in mmscalable.SUPPORTED_VERSIONS.items():
+        assert f'{package}>={low},<{high}' in lines
