@@ -8,10 +8,14 @@ it runs on a machine without mmcv's ops, mmdet or mmseg.
 For every (model, input size and batch, mode, dtype) the benchmark builds
 the backbone once per implementation with the same weights:
 
-* ``reference``: the computation of the official code (``attn_impl=
-  'reference'``; Refiner-ViT: the straightforward ``'full'`` maps);
-* ``fast``: the default (``attn_impl='fast'``; Refiner-ViT: ``'auto'``);
+* ``reference``: the computation of the official code
+  (``attn_impl='reference'``);
+* ``fast``: the default (``attn_impl='fast'``);
 * ``compile``: the fast model under ``torch.compile``.
+
+The named models (:data:`MODELS`, ``scalablevit-s`` ...) are every variant
+of every family in :data:`mmscalable.models.checkpoint.FAMILIES`, one per
+distinct entry of the backbone class's ``arch_zoo``.
 
 Before it times anything it checks that fast and reference agree on one
 image in fp32 (TF32 off). Timing uses CUDA events on a GPU and
@@ -34,7 +38,8 @@ import json
 import math
 import statistics
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -56,51 +61,66 @@ BF16_PEAKS = (
 )
 
 
-def _scalablevit(arch: str) -> Callable[[str], nn.Module]:
+def backbone_builder(backbone: str, arch: Union[str, dict],
+                     **kwargs) -> Callable[[str], nn.Module]:
+    """A builder ``fn(impl)`` of a backbone registered in the ``mmscalable``
+    MODELS registry, built with ``attn_impl=impl`` and no drop path.
+
+    Args:
+        backbone (str): The registered name (``'ScalableViT'``).
+        arch (str | dict): Its ``arch``.
+        **kwargs: Further arguments of the backbone.
+    """
 
     def build(impl: str) -> nn.Module:
-        from mmscalable.models import ScalableViT
-        return ScalableViT(arch=arch, attn_impl=impl, drop_path_rate=0.)
+        # The class itself, not ``REGISTRY.build``: a default scope left by
+        # a whole-model builder (mmdet, mmseg) would redirect the lookup.
+        return _registered(backbone)(
+            arch=arch, attn_impl=impl, drop_path_rate=0., **kwargs)
 
     return build
 
 
-def _groupmixformer(arch: str) -> Callable[[str], nn.Module]:
-
-    def build(impl: str) -> nn.Module:
-        from mmscalable.models import GroupMixFormer
-        return GroupMixFormer(arch=arch, attn_impl=impl, drop_path_rate=0.)
-
-    return build
-
-
-def _refiner(arch: str) -> Callable[[str], nn.Module]:
-
-    def build(impl: str) -> nn.Module:
-        from mmscalable.models import RefinerViT
-        return RefinerViT(
-            arch=arch,
-            attn_impl='full' if impl == 'reference' else 'auto',
-            drop_path_rate=0.)
-
-    return build
+def _registered(backbone: str) -> type:
+    import mmscalable.models  # noqa: F401  (registers the backbones)
+    from mmscalable.registry import MODELS as REGISTRY
+    cls = REGISTRY.get(backbone)
+    if cls is None:
+        raise KeyError(f'{backbone} is not registered in the mmscalable '
+                       'MODELS registry')
+    return cls
 
 
-MODELS: Dict[str, Callable[[str], nn.Module]] = {
-    **{f'scalablevit-{a}': _scalablevit(a)
-       for a in ('s', 'b', 'l')},
-    **{f'groupmixformer-{a}': _groupmixformer(a)
-       for a in ('m', 't', 's', 'b', 'l')},
-    **{f'refiner-vit-{a}': _refiner(a)
-       for a in ('s', 'm', 'l')},
-}
+def arch_builders(backbone: str,
+                  model_prefix: str) -> Dict[str, Callable[[str], nn.Module]]:
+    """Builders of every variant of a registered backbone's ``arch_zoo``
+    (one per distinct variant), named ``<model_prefix>-<arch>``."""
+    from mmscalable.models.checkpoint import canonical_archs
+    archs = canonical_archs(_registered(backbone).arch_zoo)
+    return {
+        f'{model_prefix}-{arch}': backbone_builder(backbone, arch)
+        for arch in archs
+    }
+
+
+def family_builders() -> Dict[str, Callable[[str], nn.Module]]:
+    """Builders of every variant of every family in
+    :data:`mmscalable.models.checkpoint.FAMILIES`."""
+    from mmscalable.models.checkpoint import FAMILIES
+    builders = {}
+    for family in FAMILIES.values():
+        builders.update(arch_builders(family.backbone, family.model_prefix))
+    return builders
+
+
+MODELS: Dict[str, Callable[[str], nn.Module]] = family_builders()
 
 
 def resolve_builder(name: str,
                     builders: Optional[Dict[str, Callable]] = None
                     ) -> Callable[[str], nn.Module]:
     """The builder of a model name, or of a detector / segmentor config
-    (a path ending in ``.py``, see ``benchmark_tasks.py``)."""
+    (a path ending in ``.py``, see ``task_models.py``)."""
     builders = MODELS if builders is None else builders
     if name in builders:
         return builders[name]
@@ -323,6 +343,132 @@ def _time_or_oom(model: nn.Module, setting: Setting, mode: str, dtype: str,
     return dict(timing, status='ok')
 
 
+def _check_choices(modes: Sequence[str], dtypes: Sequence[str],
+                   impls: Sequence[str]) -> None:
+    for values, allowed, what in ((modes, MODES, 'mode'),
+                                  (dtypes, DTYPES, 'dtype'),
+                                  (impls, IMPLS, 'impl')):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f'unknown {what} {bad}; one of {list(allowed)}')
+
+
+def _resolve_builders(models: Sequence[str],
+                      builders: Optional[Dict[str, Callable]]
+                      ) -> Dict[str, Callable[[str], nn.Module]]:
+    """``builders`` (or :data:`MODELS`) with a builder for every config
+    path in ``models``; raises for an unknown name."""
+    builders = dict(builders or MODELS)
+    for name in models:
+        if name not in builders:
+            builders[name] = resolve_builder(name, builders)
+    return builders
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the records of one benchmark run share."""
+    device: torch.device
+    modes: Sequence[str]
+    dtypes: Sequence[str]
+    impls: Sequence[str]
+    warmup: int
+    repeats: int
+    peak: Optional[float]
+    count_model_flops: bool
+    log: Callable[[str], None]
+
+
+@dataclasses.dataclass
+class _ModelPair:
+    """One model built per implementation, with the same weights."""
+    fast: nn.Module
+    reference: nn.Module
+    initial_state: Dict[str, torch.Tensor]
+    params: int
+
+    @classmethod
+    def build(cls, builder: Callable[[str], nn.Module],
+              device: torch.device) -> '_ModelPair':
+        torch.manual_seed(0)
+        fast = builder('fast').to(device)
+        reference = builder('reference').to(device)
+        reference.load_state_dict(fast.state_dict(), strict=True)
+        initial_state = {k: v.clone() for k, v in fast.state_dict().items()}
+        params = sum(p.numel() for p in fast.parameters())
+        return cls(fast, reference, initial_state, params)
+
+    def model(self, impl: str) -> nn.Module:
+        """The model that ``impl`` times, at the initial weights (a training
+        step changes them, and every timed run starts from the same)."""
+        model = self.fast if impl != 'reference' else self.reference
+        model.load_state_dict(self.initial_state)
+        return torch.compile(model) if impl == 'compile' else model
+
+
+def _check_setting(name: str, setting: Setting, pair: _ModelPair,
+                   run: _Run) -> Tuple[float, Optional[float]]:
+    """Agreement of fast and reference at ``setting`` (raises when they
+    differ) and the multiply-adds of one image, or None."""
+    error = check_agreement(pair.reference, pair.fast, setting, run.device)
+    macs = (
+        count_flops(pair.reference, setting, run.device)
+        if run.count_model_flops else None)
+    run.log(f'{name} {setting}: fast and reference agree '
+            f'(relative error {error:.2g}); ' +
+            (f'{macs / 1e9:.2f} GFLOPs' if macs else 'FLOPs not counted'))
+    return error, macs
+
+
+def _time_record(name: str, setting: Setting, mode: str, dtype: str,
+                 impl: str, pair: _ModelPair, error: float,
+                 macs: Optional[float], run: _Run) -> dict:
+    """The record of one (mode, dtype, impl) at ``setting``: its timing, or
+    ``status='out of memory'``."""
+    record = dict(
+        model=name,
+        setting=str(setting),
+        height=setting.height,
+        width=setting.width,
+        batch=setting.batch,
+        mode=mode,
+        dtype=dtype,
+        impl=impl,
+        params=pair.params,
+        gflops_per_image=macs / 1e9 if macs else None,
+        agreement_rel_error=error)
+    record.update(
+        _time_or_oom(
+            pair.model(impl), setting, mode, dtype, run.device, run.warmup,
+            run.repeats))
+    if record['status'] == 'ok' and macs and run.peak and dtype == 'bf16':
+        work = 2 * macs * (3 if mode == 'train' else 1)
+        record['peak_fraction'] = work * record['images_per_s'] / run.peak
+    if impl == 'compile':
+        torch._dynamo.reset()
+    return record
+
+
+def _benchmark_model(name: str, builder: Callable[[str], nn.Module],
+                     settings: Sequence[Setting], run: _Run) -> List[dict]:
+    """Every record of one model: per setting, the agreement check, then
+    each (mode, dtype, impl)."""
+    pair = _ModelPair.build(builder, run.device)
+    records = []
+    for setting in settings:
+        error, macs = _check_setting(name, setting, pair, run)
+        for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
+                                                   run.impls):
+            record = _time_record(name, setting, mode, dtype, impl, pair,
+                                  error, macs, run)
+            records.append(record)
+            run.log(format_record(record))
+    del pair
+    if run.device.type == 'cuda':
+        torch.cuda.empty_cache()
+    return records
+
+
 def run_benchmark(models: Sequence[str],
                   settings: Sequence[Setting],
                   modes: Sequence[str] = MODES,
@@ -338,7 +484,8 @@ def run_benchmark(models: Sequence[str],
     """Benchmark every combination; returns the JSON-ready results.
 
     Args:
-        models (Sequence[str]): Keys of :data:`MODELS` (or of ``builders``).
+        models (Sequence[str]): Keys of :data:`MODELS` (or of ``builders``),
+            or mmdet / mmseg config paths.
         settings (Sequence[Setting]): Input sizes and batches.
         modes (Sequence[str]): ``'inference'`` and/or ``'train'``.
         dtypes (Sequence[str]): ``'fp32'`` and/or ``'bf16'`` (autocast).
@@ -353,77 +500,34 @@ def run_benchmark(models: Sequence[str],
         count_model_flops (bool): Count FLOPs per model and size.
             Defaults to True.
         builders (dict, optional): Model builders ``name -> fn(impl)``
-            instead of :data:`MODELS`.
+            (``impl`` is ``'fast'`` or ``'reference'``) instead of
+            :data:`MODELS`.
         log (Callable): Progress printer. Defaults to ``print``.
     """
-    builders = dict(builders or MODELS)
-    for name in models:
-        if name not in builders:
-            builders[name] = resolve_builder(name, builders)
-    for values, allowed, what in ((modes, MODES, 'mode'),
-                                  (dtypes, DTYPES, 'dtype'),
-                                  (impls, IMPLS, 'impl')):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise ValueError(f'unknown {what} {bad}; one of {list(allowed)}')
+    builders = _resolve_builders(models, builders)
+    _check_choices(modes, dtypes, impls)
     device = torch.device(device)
-    peak = peak_flops if peak_flops is not None else bf16_peak(device)
+    run = _Run(
+        device=device,
+        modes=modes,
+        dtypes=dtypes,
+        impls=impls,
+        warmup=warmup,
+        repeats=repeats,
+        peak=peak_flops if peak_flops is not None else bf16_peak(device),
+        count_model_flops=count_model_flops,
+        log=log)
     results = dict(
         device=(torch.cuda.get_device_name(device)
                 if device.type == 'cuda' else 'cpu'),
         torch=torch.__version__,
-        bf16_peak_flops=peak,
+        bf16_peak_flops=run.peak,
         warmup=warmup,
         repeats=repeats,
         records=[])
     for name in models:
-        torch.manual_seed(0)
-        fast = builders[name]('fast').to(device)
-        reference = builders[name]('reference').to(device)
-        reference.load_state_dict(fast.state_dict(), strict=True)
-        initial_state = {k: v.clone() for k, v in fast.state_dict().items()}
-        params = sum(p.numel() for p in fast.parameters())
-        for setting in settings:
-            error = check_agreement(reference, fast, setting, device)
-            macs = (
-                count_flops(reference, setting, device)
-                if count_model_flops else None)
-            log(f'{name} {setting}: fast and reference agree '
-                f'(relative error {error:.2g}); '
-                + (f'{macs / 1e9:.2f} GFLOPs' if macs else 'FLOPs not counted'))
-            for mode, dtype, impl in itertools.product(modes, dtypes, impls):
-                # Every run starts from the same weights (a training step
-                # changes them).
-                model = fast if impl != 'reference' else reference
-                model.load_state_dict(initial_state)
-                record = dict(
-                    model=name,
-                    setting=str(setting),
-                    height=setting.height,
-                    width=setting.width,
-                    batch=setting.batch,
-                    mode=mode,
-                    dtype=dtype,
-                    impl=impl,
-                    params=params,
-                    gflops_per_image=macs / 1e9 if macs else None,
-                    agreement_rel_error=error)
-                record.update(
-                    _time_or_oom(
-                        torch.compile(model) if impl == 'compile' else model,
-                        setting, mode, dtype, device, warmup, repeats))
-                if record['status'] == 'ok' and macs and peak and (
-                        dtype == 'bf16'):
-                    work = 2 * macs * (3 if mode == 'train' else 1)
-                    record['peak_fraction'] = (
-                        work * record['images_per_s'] / peak)
-                results['records'].append(record)
-                log(format_record(record))
-                if impl == 'compile':
-                    torch._dynamo.reset()
-        del fast, reference
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        results['records'] += _benchmark_model(name, builders[name],
+                                               settings, run)
     return results
 
 

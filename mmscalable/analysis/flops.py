@@ -31,9 +31,8 @@ from mmengine.config import Config
 from .task_models import build_whole_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-METAFILES = ('configs/scalablevit/metafile.yml',
-             'configs/groupmixformer/metafile.yml',
-             'configs/refiner/metafile.yml')
+# Lists the metafiles (``Import``), each the models of one family.
+MODEL_INDEX = osp.join(ROOT, 'model-index.yml')
 
 
 def paper_resolution(cfg: Config) -> Tuple[int, int]:
@@ -72,11 +71,13 @@ def paper_convention(cfg: Config) -> str:
 
 
 @lru_cache()
-def _metafile_models() -> Tuple[dict, ...]:
-    """The model entries of every metafile (read once)."""
+def _metafile_models(index: str = MODEL_INDEX) -> Tuple[dict, ...]:
+    """The model entries of every metafile that ``index`` imports (read
+    once)."""
     from mmengine.fileio import load
-    return tuple(model for metafile in METAFILES
-                 for model in load(osp.join(ROOT, metafile))['Models'])
+    root = osp.dirname(index)
+    return tuple(model for metafile in load(index)['Import']
+                 for model in load(osp.join(root, metafile))['Models'])
 
 
 def reported(config: str) -> Dict[str, Optional[float]]:

@@ -196,9 +196,6 @@ def config_builder(config: str) -> Callable[[str], nn.Module]:
         raise ValueError(f'{config}: default_scope must be one of '
                          f'{TASK_SCOPES} for a whole-model benchmark, got '
                          f'{scope!r}')
-    if 'Refiner' in cfg.model.backbone.type:
-        raise ValueError(f'{config}: the straightforward Refiner path does '
-                         'not fit at dense sizes; benchmark the backbone')
 
     def build(impl: str) -> nn.Module:
         return build_whole_model(cfg, attn_impl=impl)

@@ -2,18 +2,21 @@
 """Benchmark the backbones: reference against fast (and torch.compile).
 
 Writes ``<out>.json`` (every record), ``<out>.md`` (a table) and
-``<out>.png`` (speed-ups). See ``mmscalable/utils/benchmark.py`` for what is
-measured and how.
+``<out>.png`` (speed-ups). See ``mmscalable/analysis/benchmark.py`` for what
+is measured and how. The named models are every variant of every backbone
+family (``mmscalable.models.checkpoint.FAMILIES``).
 
 Examples:
-    # The issue's table on a GPU (about an hour on one H100).
+    # Every model at three sizes on a GPU (about an hour on one H100).
     python tools/analysis_tools/benchmark.py --models all \\
-        --settings 224x224:64 512x512:8 800x1344:2 --impls reference fast compile \\
+        --settings 224x224:64 512x512:8 800x1344:2 \\
+        --impls reference fast compile \\
         --out docs/benchmark/h100
 
     # Whole detectors and segmentors (needs mmdet / mmseg and mmcv's ops).
     python tools/analysis_tools/benchmark.py --settings 800x1344:2 \\
-        --models configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py --out /tmp/det
+        --models configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py \\
+        --out /tmp/det
 
     # A quick look on the CPU.
     python tools/analysis_tools/benchmark.py --device cpu \\

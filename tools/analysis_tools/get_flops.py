@@ -12,7 +12,8 @@ Examples::
     python tools/analysis_tools/get_flops.py CONFIG --shape 800 1333 \\
         --convention fvcore
 
-See ``mmscalable/utils/flops.py`` for the conventions and resolutions.
+See ``mmscalable/analysis/flops.py`` for the conventions and resolutions;
+the papers' figures come from the metafiles that ``model-index.yml`` lists.
 """
 import argparse
 import json
@@ -22,9 +23,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-from mmscalable.analysis.flops import CONVENTIONS  # noqa: E402
-from mmscalable.analysis.flops import (configs_with_reported_flops, count,
-                                       markdown_table)
+from mmscalable.analysis.flops import (  # noqa: E402
+    CONVENTIONS, configs_with_reported_flops, count, markdown_table)
 
 
 def parse_args():

@@ -1,6 +1,6 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""Official checkpoints: key conversion, file conversion and pretrained
-loading."""
+"""Official checkpoints: key conversion, file conversion, pretrained
+loading, and the table of backbone families (:data:`FAMILIES`)."""
 from .key_rules import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
                         SCALABLEVIT_KEY_RULES, convert_keys,
                         groupmixformer_mmcls_to_official,
@@ -10,7 +10,8 @@ from .key_rules import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
                         refiner_official_to_mmcls,
                         scalablevit_mmcls_to_official,
                         scalablevit_official_to_mmcls)
-from .official import convert_official_checkpoint
+from .official import (FAMILIES, BackboneFamily, canonical_archs,
+                       convert_official_checkpoint, get_family)
 from .pretrained import load_pretrained_backbone, unwrap_state_dict
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     'is_official_groupmixformer', 'is_official_scalablevit',
     'scalablevit_mmcls_to_official', 'scalablevit_official_to_mmcls',
     'convert_official_checkpoint', 'load_pretrained_backbone',
+    'FAMILIES', 'BackboneFamily', 'canonical_archs', 'get_family',
     'unwrap_state_dict'
 ]

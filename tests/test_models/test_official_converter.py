@@ -1,0 +1,115 @@
+"""The family table and the one converter command line with its aliases."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmscalable.models import GroupMixFormer, RefinerViT, ScalableViT
+from mmscalable.models.checkpoint import FAMILIES, canonical_archs, get_family
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONVERTERS = osp.join(ROOT, 'tools/model_converters')
+# One key of each family's official checkpoints and its converted name.
+OFFICIAL_KEYS = {
+    'scalablevit': ('patch_embeds.0.proj.weight',
+                    'backbone.stages.0.patch_embed.projection.weight'),
+    'groupmixformer': ('conv_stem.proj1.weight',
+                       'backbone.stem.0.conv.weight'),
+    'refiner': ('patch_embed.conv1.weight', 'backbone.stem.0.conv.weight'),
+}
+
+
+def _official(tmp_path, family, **containers):
+    key = OFFICIAL_KEYS[family][0]
+    containers = containers or dict(model={key: torch.ones(2)})
+    path = tmp_path / f'{family}.pth'
+    torch.save(containers, path)
+    return str(path)
+
+
+def _run(script, *args):
+    return subprocess.run(
+        [sys.executable, osp.join(CONVERTERS, script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True)
+
+
+def test_family_table():
+    assert list(FAMILIES) == ['scalablevit', 'groupmixformer', 'refiner']
+    assert [FAMILIES[f].backbone_class for f in FAMILIES
+            ] == [ScalableViT, GroupMixFormer, RefinerViT]
+    assert FAMILIES['groupmixformer'].archs == ['m', 't', 's', 'b', 'l']
+    assert FAMILIES['refiner'].model_names == [
+        'refiner-vit-s', 'refiner-vit-m', 'refiner-vit-l'
+    ]
+    assert [f.name for f in FAMILIES.values() if f.ema_key] == ['refiner']
+    assert canonical_archs({'a': {'x': 1}, 'alpha': {'x': 1},
+                            'b': {'x': 2}}) == ['a', 'b']
+    with pytest.raises(KeyError, match="unknown backbone family 'swin'"):
+        get_family('swin')
+
+
+@pytest.mark.parametrize('family', list(OFFICIAL_KEYS))
+def test_one_converter_for_every_family(family, tmp_path, capsys):
+    from tools.model_converters.official2mmscalable import main
+    src, dst = _official(tmp_path, family), str(tmp_path / 'out' / 'x.pth')
+    main([family, src, dst])
+    assert capsys.readouterr().out == (
+        f'Converted 1 tensors from {src} to {dst}\n')
+    saved = torch.load(dst, weights_only=True)
+    assert list(saved['state_dict']) == [OFFICIAL_KEYS[family][1]]
+    # The record of the converter is the family's script, as before.
+    assert saved['meta'] == dict(
+        converted_from=f'{family}.pth', converter=f'{family}2mmscalable')
+
+
+def test_ema_weights(tmp_path, capsys):
+    from tools.model_converters.official2mmscalable import main
+    key = OFFICIAL_KEYS['refiner'][0]
+    src = _official(
+        tmp_path,
+        'refiner',
+        state_dict={key: torch.zeros(2)},
+        state_dict_ema={key: torch.ones(2)})
+    dst = str(tmp_path / 'ema.pth')
+    main(['refiner', src, dst, '--ema'])
+    assert '(state_dict_ema)' in capsys.readouterr().out
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta']['container'] == 'state_dict_ema'
+    assert saved['state_dict'][OFFICIAL_KEYS['refiner'][1]].sum() == 2
+    with pytest.raises(ValueError, match='carry no EMA weights'):
+        FAMILIES['scalablevit'].convert(src, dst, ema=True)
+
+
+def test_command_line(tmp_path):
+    result = _run('official2mmscalable.py', '--help')
+    assert result.returncode == 0, result.stderr[-2000:]
+    for family in FAMILIES.values():
+        assert family.name in result.stdout
+        assert family.repository in result.stdout
+    assert "prefix='backbone.'" in result.stdout
+    assert 'official2mmscalable.py refiner --ema' in result.stdout
+
+    src = _official(tmp_path, 'scalablevit')
+    result = _run('official2mmscalable.py', 'scalablevit', src,
+                  str(tmp_path / 'a.pth'), '--ema')
+    assert result.returncode == 2
+    assert 'official ScalableViT checkpoints carry no EMA' in result.stderr
+    result = _run('official2mmscalable.py', 'swin', src,
+                  str(tmp_path / 'a.pth'))
+    assert result.returncode == 2 and 'invalid choice' in result.stderr
+
+    # The per-family scripts are the same command with the family fixed.
+    result = _run('scalablevit2mmscalable.py', src, str(tmp_path / 'b.pth'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith('Converted 1 tensors from')
+    assert torch.load(
+        tmp_path / 'b.pth',
+        weights_only=True)['meta']['converter'] == 'scalablevit2mmscalable'
+    result = _run('groupmixformer2mmscalable.py', src,
+                  str(tmp_path / 'c.pth'))
+    assert result.returncode == 1
+    assert 'is not an official GroupMixFormer checkpoint' in result.stderr

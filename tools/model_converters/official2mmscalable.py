@@ -1,0 +1,103 @@
+# Copyright (c) mmscalable contributors. All rights reserved.
+"""Convert an official checkpoint to an mmpretrain classifier checkpoint.
+
+``python tools/model_converters/official2mmscalable.py FAMILY SRC DST
+[--ema]``; ``--help`` says what the output is for and lists the families of
+:data:`mmscalable.models.checkpoint.FAMILIES`. The per-family scripts
+(``scalablevit2mmscalable.py SRC DST``, ...) call :func:`main` with their
+family.
+"""
+import argparse
+from typing import Optional, Sequence
+
+from mmscalable.models.checkpoint import FAMILIES, get_family
+
+DESCRIPTION = """\
+Convert an official checkpoint to an mmpretrain classifier checkpoint.
+
+The output holds the whole mmpretrain ImageClassifier of the family's
+classification configs (configs/FAMILY/*_in1k*.py; keys backbone.* and
+head.*). With it those configs give the official model's logits
+(mmpretrain.get_model(cfg, pretrained=DST)), and the detection and
+segmentation configs load its backbone with
+init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')."""
+
+EXAMPLES = """\
+examples:
+  python tools/model_converters/official2mmscalable.py scalablevit \\
+      scalable_vit_small.pth checkpoints/scalablevit-s_in1k.pth
+  python tools/model_converters/official2mmscalable.py groupmixformer \\
+      groupmixformer_small.pth checkpoints/groupmixformer-s_in1k.pth
+  python tools/model_converters/official2mmscalable.py refiner --ema \\
+      Refiner_ViT_L_448.pth.tar checkpoints/refiner-vit-l_in1k-448px.pth"""
+
+
+def _families_help() -> str:
+    lines = ['families (official repository):']
+    for family in FAMILIES.values():
+        lines.append(f'  {family.name:<16}{family.title} '
+                     f'({family.repository})')
+        if family.ema_key:
+            lines.append(f'  {"":<16}--ema: the EMA weights '
+                         f'(`{family.ema_key}`)')
+    return '\n'.join(lines)
+
+
+def build_parser(family: Optional[str] = None,
+                 prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line: ``FAMILY SRC DST [--ema]``, or ``SRC DST`` (with
+    ``--ema`` where the family has EMA weights) for a script fixed to one
+    ``family``."""
+    if family is None:
+        epilog = f'{_families_help()}\n\n{EXAMPLES}'
+        with_ema = any(f.ema_key for f in FAMILIES.values())
+    else:
+        with_ema = get_family(family).ema_key is not None
+        epilog = (f'the same as: official2mmscalable.py {family} SRC DST' +
+                  (' [--ema]' if with_ema else ''))
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    if family is None:
+        parser.add_argument(
+            'family', choices=list(FAMILIES), help='the backbone family')
+    parser.add_argument('src', help='official checkpoint path')
+    parser.add_argument('dst', help='output path (its folder is created)')
+    if with_ema:
+        parser.add_argument(
+            '--ema',
+            action='store_true',
+            help='convert the EMA weights instead of the plain ones (without '
+            'it: the plain weights, or the EMA ones when a checkpoint has '
+            'only those)')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None,
+         family: Optional[str] = None,
+         prog: Optional[str] = None) -> None:
+    """Run the converter.
+
+    Args:
+        argv (Sequence[str], optional): Arguments; None for ``sys.argv``.
+        family (str, optional): Fix the family (the per-family scripts);
+            None to take it from the first argument.
+        prog (str, optional): Program name in the usage line.
+    """
+    parser = build_parser(family, prog)
+    args = parser.parse_args(argv)
+    spec = get_family(family or args.family)
+    ema = getattr(args, 'ema', False)
+    if ema and spec.ema_key is None:
+        parser.error(f'--ema: official {spec.title} checkpoints carry no EMA '
+                     'weights')
+    converted = spec.convert(args.src, args.dst, ema=ema)
+    weights = f' ({spec.ema_key})' if ema else ''
+    print(f'Converted {len(converted)} tensors{weights} from {args.src} to '
+          f'{args.dst}')
+
+
+if __name__ == '__main__':
+    main()
