@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -97,6 +98,27 @@ def checkpoint_if(enabled: bool, fn: Callable, *args):
             isinstance(arg, Tensor) and arg.requires_grad for arg in args):
         return cp.checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
+
+
+def init_transformer_weights(module: nn.Module,
+                             init_conv: Callable[[nn.Conv2d], None]) -> None:
+    """The official codes' initialization (timm's): Linear weights from a
+    truncated normal of std 0.02 with zero biases, LayerNorms at 1 and 0,
+    and ``init_conv`` for every ``nn.Conv2d``.
+
+    Args:
+        module (nn.Module): Initialised in place, with all its submodules.
+        init_conv (Callable): Initialises one conv (e.g.
+            ``nn.Conv2d.reset_parameters``: PyTorch's default, which undoes
+            the Kaiming normal of mmcv's ``ConvModule``).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_init(m, std=.02, bias=0.)
+        elif isinstance(m, nn.LayerNorm):
+            constant_init(m, val=1.0, bias=0.)
+        elif isinstance(m, nn.Conv2d):
+            init_conv(m)
 
 
 class BaseBackbone(BaseModule):

@@ -19,7 +19,6 @@ from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule, build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList, Sequential
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from mmscalable.registry import MODELS
@@ -27,8 +26,8 @@ from ..checkpoint import (groupmixformer_official_to_mmcls,
                           is_official_groupmixformer)
 from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
                       tokens_to_map)
-from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
-                   parse_out_indices)
+from .base import (BaseBackbone, check_image_input, checkpoint_if,
+                   init_transformer_weights, parse_arch, parse_out_indices)
 
 
 class GroupMixBlock(BaseModule):
@@ -340,13 +339,7 @@ class GroupMixFormer(BaseBackbone):
         # The official initialization: timm's for Linear and LayerNorm,
         # PyTorch's defaults for convs and BatchNorm (ConvModule
         # re-initialises its convs with Kaiming normal; undo that).
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                m.reset_parameters()
+        init_transformer_weights(self, nn.Conv2d.reset_parameters)
 
     def _frozen_modules(self, i):
         # The stem is frozen with the first stage.

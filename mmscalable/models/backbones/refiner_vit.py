@@ -19,15 +19,15 @@ from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule, ModuleList, Sequential
-from mmengine.model.weight_init import constant_init, trunc_normal_init
+from mmengine.model.weight_init import trunc_normal_init
 from torch import Tensor
 
 from mmscalable.registry import MODELS
 from ..checkpoint import (is_official_refiner, load_pretrained_backbone,
                           refiner_official_to_mmcls)
 from ..layers import RefinedAttention
-from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
-                   parse_out_indices)
+from .base import (BaseBackbone, check_image_input, checkpoint_if,
+                   init_transformer_weights, parse_arch, parse_out_indices)
 
 
 def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
@@ -316,13 +316,7 @@ class RefinerViT(BaseBackbone):
         # re-initialises its convs; undo that) and BatchNorm.
         trunc_normal_init(self.pos_embed, std=.02)
         trunc_normal_init(self.cls_token, std=.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                m.reset_parameters()
+        init_transformer_weights(self, nn.Conv2d.reset_parameters)
 
     def _of_other_grid(self, pos_embed: Optional[Tensor]) -> bool:
         """Whether ``pos_embed`` is a position embedding of these channels

@@ -16,16 +16,15 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import (constant_init, normal_init,
-                                        trunc_normal_init)
+from mmengine.model.weight_init import normal_init
 from torch import Tensor
 
 from mmscalable.registry import MODELS
 from ..checkpoint import is_official_scalablevit, scalablevit_official_to_mmcls
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
                       ScalableSelfAttention, tokens_to_map)
-from .base import (BaseBackbone, check_image_input, checkpoint_if, parse_arch,
-                   parse_out_indices)
+from .base import (BaseBackbone, check_image_input, checkpoint_if,
+                   init_transformer_weights, parse_arch, parse_out_indices)
 
 
 class ScalableViTBlock(BaseModule):
@@ -336,17 +335,16 @@ class ScalableViT(BaseBackbone):
         self._freeze_stages()
 
     def _init_default_weights(self):
-        # The official initialization.
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = (
-                    m.kernel_size[0] * m.kernel_size[1] * m.out_channels //
-                    m.groups)
-                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
+        # The official initialization; convs from a normal of variance
+        # 2 / fan-out.
+
+        def init_conv(m: nn.Conv2d) -> None:
+            fan_out = (
+                m.kernel_size[0] * m.kernel_size[1] * m.out_channels //
+                m.groups)
+            normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out))
+
+        init_transformer_weights(self, init_conv)
 
     def _frozen_modules(self, i):
         frozen = [self.stages[i]]
