@@ -16,8 +16,9 @@ from tools.analysis_tools.browse_dataset import browse
                                           (SEG_CONFIG, 'train'),
                                           (CLS_CONFIG, 'val')],
                          ids=['coco', 'ade', 'cls'])
-def test_browse_embedded_datasets(tmp_path, monkeypatch, config, split):
-    monkeypatch.chdir(tmp_path)  # the demo data is generated here
+def test_browse_embedded_datasets(tmp_path, demo_data, monkeypatch, config,
+                                  split):
+    monkeypatch.chdir(tmp_path)  # the demo configs read data/demo_*
     written = browse(Config.fromfile(config), split, 'out', 3)
     assert len(written) == 3
     for path in written:
@@ -25,7 +26,18 @@ def test_browse_embedded_datasets(tmp_path, monkeypatch, config, split):
         assert picture is not None and picture.size > 0
 
 
-def test_browse_draws_the_ground_truth(tmp_path, monkeypatch):
+def test_browse_needs_the_demo_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+            FileNotFoundError,
+            match=r'^data/demo_ade/ does not exist: .* generate it with '
+            r'`python tools/misc/make_demo_data\.py` or run the tool with '
+            r'--make-demo-data$'):
+        browse(Config.fromfile(SEG_CONFIG), 'train', 'out', 1)
+    assert not (tmp_path / 'data').exists()
+
+
+def test_browse_draws_the_ground_truth(tmp_path, demo_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = Config.fromfile(DET_CONFIG)
     # Without flips, the drawn picture is the image plus the annotations.

@@ -28,9 +28,9 @@ def failing_tool(cwd, *args):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, link_demo_data):
     """A directory with the demo data and a work dir of one trained epoch."""
-    root = tmp_path_factory.mktemp('trained')
+    root = link_demo_data(tmp_path_factory.mktemp('trained'))
     tool(root, TRAIN, DET_CONFIG, '--work-dir', str(root / 'work'),
          '--cfg-options', *ONE_EPOCH)
     return root

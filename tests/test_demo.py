@@ -13,8 +13,8 @@ DEMO = osp.join(ROOT, 'demo/image_demo.py')
 
 
 @pytest.fixture(scope='module')
-def trained_detector(tmp_path_factory):
-    root = tmp_path_factory.mktemp('detector')
+def trained_detector(tmp_path_factory, link_demo_data):
+    root = link_demo_data(tmp_path_factory.mktemp('detector'))
     tool(root, osp.join(ROOT, 'tools/train.py'), DET_CONFIG, '--work-dir',
          str(root / 'work'), '--cfg-options', 'train_cfg.max_epochs=1',
          *DET_SHORT)
@@ -42,10 +42,8 @@ def test_detection_pictures(trained_detector, extra):
 
 
 @pytest.mark.slow
-def test_segmentation_pictures_of_a_folder(tmp_path):
-    from mmscalable.datasets import ensure_demo_data
-    ensure_demo_data(root=str(tmp_path / 'data'))
-    folder = tmp_path / 'data/demo_ade/images/validation'
+def test_segmentation_pictures_of_a_folder(tmp_path, demo_data):
+    folder = demo_data / 'demo_ade/images/validation'
     tool(tmp_path, DEMO, str(folder), SEG_CONFIG, '--out-dir',
          str(tmp_path / 'out'), '--device', 'cpu')
     images = sorted(folder.iterdir())

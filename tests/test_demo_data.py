@@ -362,16 +362,18 @@ def test_cli(tmp_path, monkeypatch, capsys):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     # The CLI prints the defaults it imported: patch them there too.
-    for name in ('DEMO_COCO_DEFAULTS', 'DEMO_ADE_DEFAULTS'):
+    for name in ('DEMO_COCO_DEFAULTS', 'DEMO_ADE_DEFAULTS',
+                 'DEMO_CLS_DEFAULTS'):
         monkeypatch.setattr(cli, name, getattr(demo_data, name))
     root = str(tmp_path / 'data')
     assert cli.main(['--root', root]) == 0
     out = capsys.readouterr().out
-    assert out.count('generated') == 2
+    assert out.count('generated') == 3
+    assert 'demo_cls: generated (4 train / 2 val images per class' in out
     assert cli.main(['--root', root]) == 0
-    assert capsys.readouterr().out.count('up to date') == 2
+    assert capsys.readouterr().out.count('up to date') == 3
     assert cli.main(['--root', root, '--force']) == 0
-    assert capsys.readouterr().out.count('generated') == 2
+    assert capsys.readouterr().out.count('generated') == 3
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 from test_tools import (DET_CONFIG, GMF_SEG_CONFIG, ROOT, free_port,
                         run_checked)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('demo_data')]
 
 # 'Epoch(train) [1][2/2] ... loss: 3.59' or 'Iter(train) [2/4] ... loss: 1.90'
 LOSS = re.compile(r'(?:Epoch|Iter)\(train\).*? loss: (\S+)')

@@ -289,6 +289,77 @@ def test_preflight_names_a_work_dir_that_is_not_writable(tmp_path):
             dataset_cfg(tmp_path, 'ann.json', work_dir=blocker / 'work'))
 
 
+def demo_cfg(tmp_path, data_root, **dataset):
+    return Config(
+        dict(
+            work_dir=str(tmp_path / 'work'),
+            train_dataloader=dict(
+                dataset=dict(data_root=data_root, **dataset))))
+
+
+def small_demo_sets(monkeypatch):
+    from mmscalable.datasets import demo_data
+    for name in ('DEMO_COCO_DEFAULTS', 'DEMO_ADE_DEFAULTS'):
+        monkeypatch.setattr(demo_data, name,
+                            dict(num_train=2, num_val=1, image_size=(64, 64),
+                                 seed=0))
+    monkeypatch.setattr(
+        demo_data, 'DEMO_CLS_DEFAULTS',
+        dict(num_train=1, num_val=1, image_size=(32, 32), seed=0))
+
+
+def test_runner_stops_on_missing_demo_data_and_names_the_fix(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = demo_cfg(
+        tmp_path,
+        'data/demo_coco/',
+        type='CocoDataset',
+        ann_file='annotations/instances_train.json')
+    with pytest.raises(
+            FileNotFoundError,
+            match=r'^data/demo_coco/annotations/instances_train\.json does '
+            r'not exist: the embedded demo data data/demo_coco/ of '
+            r'train_dataloader \(CocoDataset\) has not been generated; '
+            r'generate it with `python tools/misc/make_demo_data\.py` or '
+            r'run the tool with --make-demo-data$'):
+        runner.build_runner(cfg)
+    # Building a runner generates nothing.
+    assert not (tmp_path / 'data').exists()
+
+    # Without an annotation file: the data root is named; another root is
+    # passed to the script.
+    sets = tmp_path / 'sets'
+    cfg = demo_cfg(tmp_path, f'{sets}/demo_ade/', type='BaseSegDataset')
+    with pytest.raises(
+            FileNotFoundError,
+            match=rf'^{sets}/demo_ade/ does not exist: .* generate it with '
+            rf'`python tools/misc/make_demo_data\.py --root {sets}`'):
+        preflight.check_inputs(cfg)
+
+
+def test_make_config_demo_data_then_preflight(tmp_path, monkeypatch):
+    from mmscalable.datasets import demo_data
+    small_demo_sets(monkeypatch)
+    cfg = demo_cfg(
+        tmp_path,
+        f'{tmp_path}/sets/demo_cls',
+        type='CustomDataset',
+        data_prefix='train')
+    cfg.val_dataloader = dict(dataset=dict(data_root='data/not_a_demo_set'))
+    assert runner.make_config_demo_data(cfg) == [f'{tmp_path}/sets']
+    assert (tmp_path / 'sets/demo_cls/train/circle/000001.jpg').is_file()
+    preflight.check_inputs(cfg)
+    # A set of another generator version is refused, not used.
+    monkeypatch.setattr(demo_data, 'DEMO_DATA_VERSION',
+                        demo_data.DEMO_DATA_VERSION + 1)
+    with pytest.raises(RuntimeError, match=r'demo_cls of train_dataloader '
+                       r'\(CustomDataset\) is out of date \(.*'
+                       r'\.demo_data\.json is from another version of the '
+                       r'generator\): generate it with'):
+        preflight.check_inputs(cfg)
+
+
 def _sync_bn_worker(rank, world_size, port, x, weight, results):
     import torch.distributed as dist
     dist.init_process_group(

@@ -14,7 +14,7 @@ from tools.analysis_tools import analyze_logs
 from test_tools import (CLS_CONFIG, DET_CONFIG, GMF_SEG_CONFIG, ROOT,
                         SEG_CONFIG, SEG_SHORT, tool)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('demo_data')]
 
 TRAIN = osp.join(ROOT, 'tools/train.py')
 # Epoch-based: three epochs of four iterations, a checkpoint (and

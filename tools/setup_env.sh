@@ -6,6 +6,9 @@
 # Idempotent: each step is skipped when what it produces is already there, so a second run takes
 # seconds. pip keeps the mmcv wheel it built in its cache, so a fresh .venv re-uses it as long as
 # torch is the same exact build (pinned in requirements/).
+#
+# Compile jobs: MAX_JOBS from the environment, else one per core (nproc) as far as memory allows
+# (about 1.5 GB per job), at least one.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,6 +17,28 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check -c "$ROOT/requirements/constraints.txt")
 
 log() { printf '[setup_env] %s\n' "$*"; }
+
+# One compile job per core, bounded by memory: a job compiling mmcv's ops takes up to ~1.5 GB.
+default_jobs() {
+  local jobs mem_kb
+  jobs="$(nproc 2>/dev/null || echo 1)"
+  mem_kb="$(awk '/^MemAvailable:/ {print $2; exit}' /proc/meminfo 2>/dev/null || true)"
+  if [ -z "$mem_kb" ]; then
+    mem_kb="$(awk '/^MemTotal:/ {print $2; exit}' /proc/meminfo 2>/dev/null || true)"
+  fi
+  if [ -n "$mem_kb" ] && [ $((mem_kb / 1572864)) -lt "$jobs" ]; then
+    jobs=$((mem_kb / 1572864))
+  fi
+  echo $((jobs < 1 ? 1 : jobs))
+}
+MAX_JOBS="${MAX_JOBS:-$(default_jobs)}"
+export MAX_JOBS
+
+# The first mmcv build took about 17 minutes with 2 jobs; it scales roughly with the job count.
+build_estimate() {
+  local minutes=$(((34 + $1 / 2) / $1))
+  if [ "$minutes" -le 5 ]; then echo "a few minutes"; else echo "about $minutes minutes"; fi
+}
 
 if [ ! -x "$PY" ]; then
   log "creating $VENV"
@@ -27,8 +52,11 @@ if ! "$PY" -c 'import torch, setuptools, ninja; assert torch.__version__.split("
 fi
 
 if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev/null; then
-  log "installing mmcv 2.1.0 with its ops (first build from source takes ~20 min on 2 cores)"
-  MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" --no-build-isolation mmcv==2.1.0
+  log "installing mmcv 2.1.0 with its ops: the first build from source takes $(build_estimate "$MAX_JOBS") with MAX_JOBS=$MAX_JOBS compile jobs (later ones re-use pip's wheel)"
+  start=$SECONDS
+  "${PIP[@]}" --no-build-isolation mmcv==2.1.0
+  elapsed=$((SECONDS - start))
+  log "mmcv 2.1.0 installed in $((elapsed / 60)) min $((elapsed % 60)) s"
 fi
 
 if ! "$PY" -c 'import mmdet, mmseg, mmpretrain, torchvision, ftfy, regex, pytest, onnx, onnxscript, onnxruntime' 2>/dev/null; then
@@ -41,7 +69,7 @@ STAMP="$VENV/.mmscalable-build"
 BUILD_HASH="$(cat setup.py $(find mmscalable/ops/csrc -type f 2>/dev/null | sort) | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$BUILD_HASH" ] || ! "$PY" -c 'import mmscalable' 2>/dev/null; then
   log "installing mmscalable (editable) and building mmscalable._ext"
-  MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-deps -e .
+  "${PIP[@]}" -q --no-build-isolation --no-deps -e .
   echo "$BUILD_HASH" > "$STAMP"
 fi
 log "ready: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")')"

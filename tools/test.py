@@ -8,7 +8,8 @@ from mmengine.config import DictAction
 
 from mmscalable.compat import finish_distributed
 from mmscalable.engine.runner import (add_dump_results, add_visualization,
-                                      build_runner, load_tool_config)
+                                      build_runner, load_tool_config,
+                                      make_config_demo_data)
 
 
 def parse_args():
@@ -24,6 +25,11 @@ def parse_args():
     parser.add_argument(
         '--show-dir',
         help='directory (inside the work dir) where painted images are saved')
+    parser.add_argument(
+        '--make-demo-data',
+        action='store_true',
+        help='first generate the embedded demo data the config reads '
+        '(data/demo_*), unless it is up to date')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -46,6 +52,8 @@ def main():
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
     cfg = load_tool_config(args)
+    if args.make_demo_data:
+        make_config_demo_data(cfg)
     cfg.load_from = args.checkpoint
     # The weights come from the checkpoint: skip the backbone's pretrained
     # initialization (its file need not exist on the test machine).

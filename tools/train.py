@@ -8,7 +8,8 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from mmscalable.compat import finish_distributed
-from mmscalable.engine.runner import build_runner, load_tool_config
+from mmscalable.engine.runner import (build_runner, load_tool_config,
+                                      make_config_demo_data)
 
 
 def parse_args():
@@ -32,6 +33,11 @@ def parse_args():
         action='store_true',
         help='scale the learning rate to the actual batch size')
     parser.add_argument(
+        '--make-demo-data',
+        action='store_true',
+        help='first generate the embedded demo data the config reads '
+        '(data/demo_*), unless it is up to date')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -51,6 +57,8 @@ def parse_args():
 def main():
     args = parse_args()
     cfg = load_tool_config(args)
+    if args.make_demo_data:
+        make_config_demo_data(cfg)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

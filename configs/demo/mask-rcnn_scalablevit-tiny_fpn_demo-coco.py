@@ -1,5 +1,5 @@
 # A small ScalableViT Mask R-CNN that learns the embedded demo set
-# (data/demo_coco, generated on first use) on a CPU in minutes.
+# (data/demo_coco, see tools/misc/make_demo_data.py) on a CPU in minutes.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     '../_base_/datasets/demo_coco_instance.py',

@@ -1,5 +1,6 @@
 # A small ScalableViT classifier that learns the embedded demo set
-# (data/demo_cls, generated on first use) on a CPU in about two minutes.
+# (data/demo_cls, see tools/misc/make_demo_data.py) on a CPU in about two
+# minutes.
 _base_ = [
     '../_base_/datasets/demo_cls.py', 'mmpretrain::_base_/default_runtime.py'
 ]

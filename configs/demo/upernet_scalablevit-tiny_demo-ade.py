@@ -1,5 +1,5 @@
 # A small ScalableViT UperNet that learns the embedded demo set
-# (data/demo_ade, generated on first use) on a CPU in minutes.
+# (data/demo_ade, see tools/misc/make_demo_data.py) on a CPU in minutes.
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
     '../_base_/datasets/demo_ade_semantic.py',

@@ -6,7 +6,7 @@ import json
 import os
 import os.path as osp
 import tempfile
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -18,10 +18,12 @@ FULL_PARSE_BYTES = 64 * 2**20
 
 
 def check_inputs(cfg: Config) -> None:
-    """Raise if the work dir is not writable or an annotation file of the
-    config is missing or does not parse."""
+    """Raise if the work dir is not writable, an embedded demo set the config
+    reads is missing or stale, or an annotation file of the config is
+    missing or does not parse."""
     check_work_dir(cfg.work_dir)
     for split, dataset in config_datasets(cfg):
+        check_demo_data(split, dataset)
         check_annotation_file(split, dataset)
 
 
@@ -49,6 +51,59 @@ def config_datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
                 yield split, item
                 stack.append(item.get('dataset'))
                 stack.extend(item.get('datasets') or [])
+
+
+def demo_data_root(dataset: dict) -> Optional[str]:
+    """The directory holding the embedded demo set ``dataset`` reads (the
+    ``root`` of :func:`mmscalable.datasets.ensure_demo_data`), or None if its
+    ``data_root`` is not one of :data:`mmscalable.datasets.DEMO_DIRS`."""
+    from mmscalable.datasets.demo_data import DEMO_DIRS
+    data_root = dataset.get('data_root')
+    if not data_root or not isinstance(data_root, str) or '://' in data_root:
+        return None
+    if osp.basename(osp.normpath(data_root)) not in DEMO_DIRS:
+        return None
+    return osp.dirname(osp.normpath(data_root)) or '.'
+
+
+def check_demo_data(split: str, dataset: dict) -> None:
+    """An embedded demo set the dataset reads is there and up to date.
+
+    The tools do not generate the demo data: it is made by
+    ``python tools/misc/make_demo_data.py`` or a tool's ``--make-demo-data``.
+    The error names the first missing file (the annotation file, the data
+    root, else the marker file a complete set ends with) and both fixes.
+    """
+    root = demo_data_root(dataset)
+    if root is None:
+        return
+    from mmscalable.datasets.demo_data import (MARKER_FILE,
+                                               is_demo_data_up_to_date)
+    data_root = dataset['data_root']
+    if is_demo_data_up_to_date(root)[osp.basename(osp.normpath(data_root))]:
+        return
+    command = 'python tools/misc/make_demo_data.py'
+    if osp.normpath(root) != 'data':
+        command += f' --root {root}'
+    name = (f'the embedded demo data {data_root} of {split} '
+            f'({dataset.get("type")})')
+    fix = f'generate it with `{command}` or run the tool with --make-demo-data'
+    marker = osp.join(data_root, MARKER_FILE)
+    if osp.isfile(marker):
+        raise RuntimeError(f'{name} is out of date ({marker} is from another '
+                           f'version of the generator): {fix}')
+    ann_file = dataset.get('ann_file')
+    ann_path = None
+    if ann_file and isinstance(ann_file, str):
+        ann_path = osp.join(data_root, ann_file)
+    if ann_path and not osp.isfile(ann_path):
+        missing = ann_path
+    elif not osp.isdir(data_root):
+        missing = data_root
+    else:
+        missing = marker
+    raise FileNotFoundError(f'{missing} does not exist: {name} has not been '
+                            f'generated; {fix}')
 
 
 def check_annotation_file(split: str, dataset: dict) -> None:

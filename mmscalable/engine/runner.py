@@ -6,11 +6,12 @@ between the libraries (the visualization hook's options) is decided by the
 config's ``default_scope``.
 """
 import os.path as osp
+from typing import List
 
 from mmengine.config import Config, ConfigDict
 
 from mmscalable.compat import init_cpu_process_group, prepare_launcher
-from .preflight import check_inputs, config_datasets
+from .preflight import check_inputs, config_datasets, demo_data_root
 
 # Added to every config the tools run (see ``mmscalable.engine.hooks``).
 TOOL_HOOKS = ('mmscalable.RandomStateHook', 'mmscalable.CheckpointMatchHook')
@@ -37,11 +38,14 @@ def load_tool_config(args) -> Config:
 
 
 def build_runner(cfg: Config):
-    """Check the inputs, generate the demo data the config needs, start the
-    CPU process group if there is one to start, then build the runner."""
+    """Check the inputs, start the CPU process group if there is one to
+    start, then build the runner.
+
+    The embedded demo data is not generated here: see
+    :func:`make_config_demo_data`.
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    ensure_config_data(cfg)
     check_inputs(cfg)
     init_cpu_process_group(cfg)
     if 'runner_type' not in cfg:
@@ -59,16 +63,24 @@ def add_tool_hooks(cfg: Config) -> None:
     cfg.custom_hooks = hooks
 
 
-def ensure_config_data(cfg: Config) -> None:
-    """Generate the embedded demo data if the config trains or tests on it."""
-    from mmscalable.datasets.demo_data import DEMO_DIRS, ensure_demo_data
-    roots = set()
-    for _, dataset in config_datasets(cfg):
-        data_root = dataset.get('data_root')
-        if data_root and osp.basename(osp.normpath(data_root)) in DEMO_DIRS:
-            roots.add(osp.dirname(osp.normpath(data_root)) or '.')
-    for root in sorted(roots):
+def make_config_demo_data(cfg: Config) -> List[str]:
+    """Generate the embedded demo data the config reads, unless up to date.
+
+    What the tools' ``--make-demo-data`` does: building a runner does not.
+
+    Args:
+        cfg (Config): A config whose datasets may read ``<root>/demo_coco``,
+            ``<root>/demo_ade`` or ``<root>/demo_cls``.
+
+    Returns:
+        list[str]: The roots the demo sets were made (or found) under.
+    """
+    from mmscalable.datasets.demo_data import ensure_demo_data
+    roots = {demo_data_root(dataset) for _, dataset in config_datasets(cfg)}
+    roots = sorted(root for root in roots if root is not None)
+    for root in roots:
         ensure_demo_data(root=root)
+    return roots
 
 
 def add_visualization(cfg: Config, show_dir: str) -> None:

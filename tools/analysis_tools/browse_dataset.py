@@ -2,15 +2,16 @@
 """Draw the ground truth of a config's dataset after its pipeline.
 
 Works for the mmdet (boxes, masks), mmseg (colour-coded classes) and
-mmpretrain (label) configs, the embedded demo sets (generated on first use)
-and real ones. The pictures show what the model is fed: augmentations of
-the train pipeline included (``--split val`` for the test pipeline).
+mmpretrain (label) configs, the embedded demo sets (``--make-demo-data``
+generates them first) and real ones. The pictures show what the model is
+fed: augmentations of the train pipeline included (``--split val`` for the
+test pipeline).
 
 Example::
 
     python tools/analysis_tools/browse_dataset.py \\
         configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py \\
-        --output-dir browse --show-number 8
+        --output-dir browse --show-number 8 --make-demo-data
 """
 import argparse
 import os
@@ -24,7 +25,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 import mmscalable  # noqa: E402,F401
-from mmscalable.engine.runner import ensure_config_data  # noqa: E402
+from mmscalable.engine import preflight  # noqa: E402
+from mmscalable.engine.runner import make_config_demo_data  # noqa: E402
 
 
 def parse_args():
@@ -42,6 +44,11 @@ def parse_args():
         type=int,
         default=10,
         help='how many samples to draw')
+    parser.add_argument(
+        '--make-demo-data',
+        action='store_true',
+        help='first generate the embedded demo data the config reads '
+        '(data/demo_*), unless it is up to date')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -74,7 +81,9 @@ def browse(cfg: Config, split: str, output_dir: str, number: int) -> list:
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
         raise ValueError(f'cannot browse the dataset of a {scope} config')
     init_default_scope(scope)
-    ensure_config_data(cfg)
+    for name, dataset in preflight.config_datasets(cfg):
+        if name == f'{split}_dataloader':
+            preflight.check_demo_data(name, dataset)
     dataset = DATASETS.build(cfg[f'{split}_dataloader'].dataset)
     # A name of its own: the visualizers are per-name singletons.
     visualizer = VISUALIZERS.build(
@@ -109,6 +118,8 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.make_demo_data:
+        make_config_demo_data(cfg)
     for path in browse(cfg, args.split, args.output_dir, args.show_number):
         print(path)
 

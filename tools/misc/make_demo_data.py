@@ -5,9 +5,14 @@ Usage::
 
     python tools/misc/make_demo_data.py [--root data] [--force]
 
-writes ``<root>/demo_coco`` (COCO instance segmentation) and
-``<root>/demo_ade`` (ADE20K-style semantic segmentation). Sets that are
-already up to date are kept unless ``--force`` is given.
+writes ``<root>/demo_coco`` (COCO instance segmentation),
+``<root>/demo_ade`` (ADE20K-style semantic segmentation) and
+``<root>/demo_cls`` (ImageNet-style classification), which the configs in
+``configs/demo/`` read. The tools do not generate them unless asked to:
+run this script once, or give ``tools/train.py``, ``tools/test.py`` or
+``tools/analysis_tools/browse_dataset.py`` the option ``--make-demo-data``
+(``bash tools/run_demo.sh`` generates them itself). Sets that are already up
+to date are kept unless ``--force`` is given.
 """
 import argparse
 import os.path as osp
@@ -16,6 +21,7 @@ import time
 
 try:
     from mmscalable.datasets.demo_data import (DEMO_ADE_DEFAULTS,
+                                               DEMO_CLS_DEFAULTS,
                                                DEMO_COCO_DEFAULTS,
                                                ensure_demo_data,
                                                is_demo_data_up_to_date)
@@ -23,6 +29,7 @@ except ImportError:  # Run from a checkout that is not installed.
     sys.path.insert(
         0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     from mmscalable.datasets.demo_data import (DEMO_ADE_DEFAULTS,
+                                               DEMO_CLS_DEFAULTS,
                                                DEMO_COCO_DEFAULTS,
                                                ensure_demo_data,
                                                is_demo_data_up_to_date)
@@ -42,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--root',
         default='data',
-        help='parent directory of demo_coco/ and demo_ade/ (default: data)')
+        help='parent directory of demo_coco/, demo_ade/ and demo_cls/ '
+        '(default: data)')
     parser.add_argument(
         '--force',
         action='store_true',
@@ -64,13 +72,15 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     paths = ensure_demo_data(root=args.root, force=args.force)
     elapsed = time.perf_counter() - start
-    for path, params in ((paths.coco, DEMO_COCO_DEFAULTS),
-                         (paths.ade, DEMO_ADE_DEFAULTS)):
+    sets = [(paths.coco, DEMO_COCO_DEFAULTS, 'images'),
+            (paths.ade, DEMO_ADE_DEFAULTS, 'images'),
+            (paths.cls, DEMO_CLS_DEFAULTS, 'images per class')]
+    for path, params, unit in sets:
         fresh = args.force or not before[osp.basename(path)]
         state = 'generated' if fresh else 'up to date'
         h, w = params['image_size']
         print(f'{path}: {state} ({params["num_train"]} train / '
-              f'{params["num_val"]} val images, {h}x{w}, '
+              f'{params["num_val"]} val {unit}, {h}x{w}, '
               f'seed {params["seed"]})')
     print(f'done in {elapsed:.1f} s')
     return 0

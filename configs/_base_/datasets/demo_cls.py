@@ -1,7 +1,7 @@
 # Embedded demo classification set (ImageNet-style class folders), generated
-# by `mmscalable.datasets.ensure_demo_data()` (tools/train.py and
-# tools/test.py call it for this data root; or run
-# `python tools/misc/make_demo_data.py`).
+# by `python tools/misc/make_demo_data.py` (or `--make-demo-data` of
+# tools/train.py, tools/test.py and browse_dataset.py); without it the tools
+# stop and say so.
 # 120 train / 30 val images of 64x64 per class: one circle, square or
 # triangle.
 dataset_type = 'CustomDataset'
