@@ -38,8 +38,8 @@ FAMILIES = {
     'groupmixformer': ('GroupMixFormer', dict(m=40, t=80, s=80, b=200, l=240)),
     'refiner': ('RefinerViT', dict(s=384, m=420, l=512)),
 }
-# Dense configs of each family (Refiner: Mask R-CNN 1x and UperNet, as the
-# issue asks; the paper published no dense recipe at all).
+# Dense configs of each family (Refiner: Mask R-CNN 1x and UperNet only;
+# the paper published no dense recipe at all).
 DENSE_PATTERNS = dict(
     scalablevit=('mask-rcnn_{}-{}_fpn_1x_coco.py',
                  'mask-rcnn_{}-{}_fpn_ms-crop-3x_coco.py',

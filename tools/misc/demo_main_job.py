@@ -266,27 +266,36 @@ def captured(log_path, verbose=False):
             _detach_loggers(stream)
 
 
-def untrained_metrics(config, work_dir):
-    """Evaluate the freshly initialised model of ``config``."""
-    from mmengine.config import Config
+def load_config(config, cfg_options=None):
+    """``config`` with the ``--cfg-options`` of the job merged in."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    if cfg_options:
+        action = DictAction(option_strings=[], dest='cfg_options')
+        options = argparse.Namespace()
+        action(None, options, list(cfg_options))
+        cfg.merge_from_dict(options.cfg_options)
+    return cfg
 
+
+def untrained_metrics(config, work_dir, cfg_options=None):
+    """Evaluate the freshly initialised model of ``config``."""
     import mmscalable  # noqa: F401
     from mmscalable.engine.runner import build_runner
-    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg = load_config(config, cfg_options)
     cfg.work_dir = work_dir
     runner = build_runner(cfg)
     runner.model.init_weights()
     return runner.test()
 
 
-def config_max_epochs(config):
+def config_max_epochs(config, cfg_options=None):
     """``train_cfg.max_epochs`` of ``config``, or None (iteration-based)."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg = load_config(config, cfg_options)
     return cfg.get('train_cfg', {}).get('max_epochs')
 
 
-def run_job(job, index, count, work_dir, verbose):
+def run_job(job, index, count, work_dir, verbose, cfg_options=None):
     """Evaluate, train and test one job.
 
     Returns:
@@ -300,17 +309,20 @@ def run_job(job, index, count, work_dir, verbose):
         # Loading the configs imports the task libraries: their warnings go
         # to the log too.
         with captured(log, verbose):
-            max_epochs = config_max_epochs(job['config'])
+            max_epochs = config_max_epochs(job['config'], cfg_options)
             before = untrained_metrics(job['config'],
-                                       osp.join(work_dir, 'untrained'))
+                                       osp.join(work_dir, 'untrained'),
+                                       cfg_options)
     except Exception as e:
         raise StepFailed(f'evaluating the untrained model failed: {e!r}',
                          log) from e
     say(f'{prefix}  untrained {key} {before[key]:.3f}')
 
     progress = Progress(prefix, key, max_epochs)
+    options = ['--cfg-options', *cfg_options] if cfg_options else []
     train = [
-        sys.executable, 'tools/train.py', job['config'], '--work-dir', work_dir
+        sys.executable, 'tools/train.py', job['config'], '--work-dir',
+        work_dir, *options
     ]
     run_logged(train, osp.join(work_dir, 'train.log'), verbose, progress.feed)
     progress.flush()
@@ -319,7 +331,7 @@ def run_job(job, index, count, work_dir, verbose):
     test_dir = osp.join(work_dir, 'test')
     test = [
         sys.executable, 'tools/test.py', job['config'], checkpoint,
-        '--work-dir', test_dir
+        '--work-dir', test_dir, *options
     ]
     run_logged(test, osp.join(work_dir, 'test.log'), verbose)
     after = latest_test_metrics(test_dir, key)
@@ -345,6 +357,13 @@ def main():
         action='store_true',
         help='print the full output of every step (configs, environment, '
         'every logged iteration), not only the progress')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        metavar='KEY=VALUE',
+        help='override settings of every job\'s config, as tools/train.py '
+        'does (e.g. train_cfg.max_epochs=2 for a quick look; a model may '
+        'then not learn enough to pass)')
     args = parser.parse_args()
     os.chdir(ROOT)
     from mmscalable.datasets import ensure_demo_data
@@ -359,7 +378,7 @@ def main():
         start = time.time()
         try:
             before, after = run_job(job, index, len(jobs), work_dir,
-                                    args.verbose)
+                                    args.verbose, args.cfg_options)
         except StepFailed as e:
             if not args.verbose:
                 say(f'--- the end of {e.log}:\n{log_tail(e.log)}---')

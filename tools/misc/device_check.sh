@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 5 in one call of the device tool (a lent H100/H200
-# with PyTorch and nvcc, no mmcv, no network), sized for its 15-minute lease.
+# The GPU checks in one command, for a machine with an H100/H200, PyTorch and
+# nvcc but without mmcv or network access; sized to finish within 15 minutes.
 #
-# Prepare here, once (the wheels are ignored, not committed):
+# Prepare on a machine with network access, once (the wheels are ignored by
+# git):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl mmengine==0.10.7 mmcv-lite==2.1.0 addict yapf termcolor
-# Then run it with the device tool: command `bash tools/misc/device_check.sh`,
-# carry [".whl"], timeout_s 540.
+# Then copy the checkout with .whl/ to the GPU machine and run
+# `bash tools/misc/device_check.sh` there (about 9 minutes); results land in
+# $OUT (default: /tmp/device_out).
 #
 # Stages (STAGES, default all): build (mmscalable._ext with CUDA for sm_90),
 # ops (tools/misc/check_ops_cuda.py), tests (the CUDA tests: kernels against

@@ -55,8 +55,8 @@ def prefers_one_launch(x: Tensor) -> bool:
     traffic (the reference reaches 2-8% of an H100's bf16 peak), so the fast
     paths trade a few wasted multiply-adds (zero-padded kernels) for fewer
     launches, and attend with ``F.scaled_dot_product_attention``, which never
-    writes the weights to memory. On the CPU, measured on this project's
-    2-core machine (docs/benchmark/), the padded kernels' extra work and
+    writes the weights to memory. On the CPU, measured on 2 cores
+    (docs/benchmark/), the padded kernels' extra work and
     the CPU SDPA kernels on these shapes (thousands of queries, tens to
     hundreds of keys) are slower than the plain computation, so the fast
     path computes those parts as the reference does there.
