@@ -84,6 +84,7 @@ def test_ema_weights(tmp_path, capsys):
         FAMILIES['scalablevit'].convert(src, dst, ema=True)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     result = _run('official2mmscalable.py', '--help')
     assert result.returncode == 0, result.stderr[-2000:]
