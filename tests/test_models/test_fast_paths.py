@@ -171,6 +171,27 @@ def test_gma_inference_cache_follows_weight_changes():
         torch.testing.assert_close(attn(x, (4, 4)), reference(x, (4, 4)))
 
 
+@pytest.mark.parametrize('convert', [
+    lambda m: m.double(), lambda m: m.bfloat16(),
+    lambda m: m.to(torch.float64), lambda m: m.float()
+])
+def test_gma_inference_cache_follows_dtype_changes(convert):
+    """Conversions that replace a parameter's data without moving its
+    version counter (``module.double()``, ``.to()``) rebuild the cache."""
+    torch.manual_seed(0)
+    attn = _randomise(GroupMixAttention(40)).eval()
+    x = torch.randn(1, 16, 40)
+    with torch.no_grad():
+        attn(x, (4, 4))  # fills the cache in float32
+        convert(attn)
+        fresh = convert(GroupMixAttention(40).eval())
+        fresh.load_state_dict(attn.state_dict())
+        dtype = next(attn.parameters()).dtype
+        out = attn(x.to(dtype), (4, 4))
+        assert out.dtype == dtype
+        assert torch.equal(out, fresh(x.to(dtype), (4, 4)))
+
+
 def test_gma_bf16_autocast_close_to_fp32():
     torch.manual_seed(0)
     attn = _randomise(GroupMixAttention(40)).eval()

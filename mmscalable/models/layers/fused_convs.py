@@ -78,22 +78,30 @@ class InferenceCache:
     The fast paths concatenate and fold several modules' parameters into
     one conv's. With autograd recording that is done every call (it is part
     of the graph); without, the result is kept until a source tensor is
-    replaced (``.to()``, a new Parameter) or modified in place (optimiser
-    steps, ``load_state_dict``: its version counter moves). The cache holds
-    the sources themselves, so a replaced tensor cannot be mistaken for a
-    new one at the same address. Under ``torch.compile`` nothing is cached:
-    the compiler fuses the derivation itself.
+    replaced (a new Parameter), modified in place (optimiser steps,
+    ``load_state_dict``: its version counter moves) or given new data
+    (``module.half()``, ``.to(device)``, ``param.data = ...`` keep the
+    Parameter and its version counter, so its dtype, device and storage are
+    compared too). The cache holds the sources themselves, so a replaced
+    tensor cannot be mistaken for a new one at the same address. Under
+    ``torch.compile`` nothing is cached: the compiler fuses the derivation
+    itself.
     """
 
     def __init__(self) -> None:
         self._sources: Sequence[Tensor] = ()
-        self._versions: Sequence[int] = ()
+        self._states: Sequence[tuple] = ()
         self._value = None
+
+    @staticmethod
+    def _state(tensor: Tensor) -> tuple:
+        return (tensor._version, tensor.dtype, tensor.device,
+                tensor.data_ptr(), tensor.shape)
 
     def _is_current(self, sources: Sequence[Tensor]) -> bool:
         return (len(sources) == len(self._sources) and all(
-            new is old and new._version == version for new, old, version in
-            zip(sources, self._sources, self._versions)))
+            new is old and self._state(new) == state for new, old, state in
+            zip(sources, self._sources, self._states)))
 
     def get(self, sources: Sequence[Tensor], build: Callable):
         if (torch.is_grad_enabled() or torch.compiler.is_compiling()
@@ -102,5 +110,5 @@ class InferenceCache:
         if not self._is_current(sources):
             self._value = build()
             self._sources = tuple(sources)
-            self._versions = tuple(t._version for t in sources)
+            self._states = tuple(self._state(t) for t in sources)
         return self._value
