@@ -13,7 +13,7 @@ the backbone once per implementation with the same weights:
 * ``fast``: the default (``attn_impl='fast'``);
 * ``compile``: the fast model under ``torch.compile``.
 
-The named models (:data:`MODELS`, ``scalablevit-s`` ...) are every variant
+The named models (:func:`named_models`, ``scalablevit-s`` ...) are every variant
 of every family in :data:`mmscalable.models.checkpoint.FAMILIES`, one per
 distinct entry of the backbone class's ``arch_zoo``.
 
@@ -33,6 +33,7 @@ achieved fraction of peak counts 2 FLOPs per multiply-add, and 3x the forward
 for a training step.
 """
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -113,7 +114,12 @@ def family_builders() -> Dict[str, Callable[[str], nn.Module]]:
     return builders
 
 
-MODELS: Dict[str, Callable[[str], nn.Module]] = family_builders()
+@functools.lru_cache(maxsize=None)
+def named_models() -> Dict[str, Callable[[str], nn.Module]]:
+    """The named models (``scalablevit-s`` ...): :func:`family_builders`,
+    made on first use, as it imports every backbone (importing this module
+    stays cheap for the timing helpers)."""
+    return family_builders()
 
 
 def resolve_builder(name: str,
@@ -121,7 +127,7 @@ def resolve_builder(name: str,
                     ) -> Callable[[str], nn.Module]:
     """The builder of a model name, or of a detector / segmentor config
     (a path ending in ``.py``, see ``task_models.py``)."""
-    builders = MODELS if builders is None else builders
+    builders = named_models() if builders is None else builders
     if name in builders:
         return builders[name]
     if name.endswith('.py'):
@@ -356,9 +362,9 @@ def _check_choices(modes: Sequence[str], dtypes: Sequence[str],
 def _resolve_builders(models: Sequence[str],
                       builders: Optional[Dict[str, Callable]]
                       ) -> Dict[str, Callable[[str], nn.Module]]:
-    """``builders`` (or :data:`MODELS`) with a builder for every config
+    """``builders`` (or :func:`named_models`) with a builder for every config
     path in ``models``; raises for an unknown name."""
-    builders = dict(builders or MODELS)
+    builders = dict(builders or named_models())
     for name in models:
         if name not in builders:
             builders[name] = resolve_builder(name, builders)
@@ -484,7 +490,8 @@ def run_benchmark(models: Sequence[str],
     """Benchmark every combination; returns the JSON-ready results.
 
     Args:
-        models (Sequence[str]): Keys of :data:`MODELS` (or of ``builders``),
+        models (Sequence[str]): Keys of :func:`named_models` (or of
+            ``builders``),
             or mmdet / mmseg config paths.
         settings (Sequence[Setting]): Input sizes and batches.
         modes (Sequence[str]): ``'inference'`` and/or ``'train'``.
@@ -501,7 +508,7 @@ def run_benchmark(models: Sequence[str],
             Defaults to True.
         builders (dict, optional): Model builders ``name -> fn(impl)``
             (``impl`` is ``'fast'`` or ``'reference'``) instead of
-            :data:`MODELS`.
+            :func:`named_models`.
         log (Callable): Progress printer. Defaults to ``print``.
     """
     builders = _resolve_builders(models, builders)

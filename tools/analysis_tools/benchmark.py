@@ -30,18 +30,18 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
-from mmscalable.analysis.benchmark import (DTYPES, IMPLS, MODELS,  # noqa: E402
-                                           MODES, Setting, run_benchmark,
-                                           write_outputs)
+from mmscalable.analysis.benchmark import (  # noqa: E402
+    DTYPES, IMPLS, MODES, Setting, named_models, run_benchmark, write_outputs)
 
 
 def parse_args(argv=None):
+    models = named_models()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         '--models',
         nargs='+',
         default=['all'],
-        help=f'"all", some of {list(MODELS)}, or mmdet / mmseg config '
+        help=f'"all", some of {list(models)}, or mmdet / mmseg config '
         'files (whole detectors and segmentors)')
     parser.add_argument(
         '--settings',
@@ -75,13 +75,13 @@ def parse_args(argv=None):
     if args.render:
         return args
     if args.models == ['all']:
-        args.models = list(MODELS)
+        args.models = list(models)
     unknown = [
         m for m in args.models
-        if m not in MODELS and not (m.endswith('.py') and os.path.isfile(m))
+        if m not in models and not (m.endswith('.py') and os.path.isfile(m))
     ]
     if unknown:
-        parser.error(f'unknown models {unknown}; known: {list(MODELS)} '
+        parser.error(f'unknown models {unknown}; known: {list(models)} '
                      'or an mmdet / mmseg config file')
     try:
         args.settings = [Setting.parse(s) for s in args.settings]
