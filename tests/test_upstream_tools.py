@@ -10,8 +10,6 @@ import pytest
 from test_tools import (DET_CONFIG, DET_SHORT, SEG_CONFIG, SEG_SHORT,
                         run_checked)
 
-from mmscalable.datasets import ensure_demo_data
-
 
 def upstream_tool(package: str, name: str) -> str:
     """The path of ``package``'s own ``tools/<name>`` as pip installs it."""
@@ -23,40 +21,25 @@ def upstream_tool(package: str, name: str) -> str:
 
 
 @pytest.mark.slow
-def test_mmseg_tools_train_and_test_a_mmscalable_config(tmp_path):
-    ensure_demo_data(root=str(tmp_path / 'data'))
+@pytest.mark.parametrize('package,config,options,checkpoint,metric', [
+    ('mmseg', SEG_CONFIG, SEG_SHORT, 'iter_4.pth', 'mIoU'),
+    ('mmdet', DET_CONFIG, ['train_cfg.max_epochs=1', *DET_SHORT],
+     'epoch_1.pth', 'coco/bbox_mAP'),
+])
+def test_library_tools_train_and_test_a_mmscalable_config(
+        tmp_path, demo_data, package, config, options, checkpoint, metric):
     work_dir = tmp_path / 'work'
     run_checked([
         sys.executable,
-        upstream_tool('mmseg', 'train.py'), SEG_CONFIG, '--work-dir',
-        str(work_dir), '--cfg-options', *SEG_SHORT
+        upstream_tool(package, 'train.py'), config, '--work-dir',
+        str(work_dir), '--cfg-options', *options
     ], tmp_path)
-    checkpoint = work_dir / 'iter_4.pth'
+    checkpoint = work_dir / checkpoint
     assert checkpoint.is_file()
     out = run_checked([
         sys.executable,
-        upstream_tool('mmseg', 'test.py'), SEG_CONFIG,
+        upstream_tool(package, 'test.py'), config,
         str(checkpoint), '--work-dir',
-        str(tmp_path / 'test'), '--cfg-options', *SEG_SHORT
+        str(tmp_path / 'test'), '--cfg-options', *options
     ], tmp_path)
-    assert 'mIoU' in out
-
-
-@pytest.mark.slow
-def test_mmdet_tools_train_and_test_a_mmscalable_config(tmp_path):
-    ensure_demo_data(root=str(tmp_path / 'data'))
-    work_dir = tmp_path / 'work'
-    run_checked([
-        sys.executable,
-        upstream_tool('mmdet', 'train.py'), DET_CONFIG, '--work-dir',
-        str(work_dir), '--cfg-options', 'train_cfg.max_epochs=1', *DET_SHORT
-    ], tmp_path)
-    checkpoint = work_dir / 'epoch_1.pth'
-    assert checkpoint.is_file()
-    out = run_checked([
-        sys.executable,
-        upstream_tool('mmdet', 'test.py'), DET_CONFIG,
-        str(checkpoint), '--work-dir',
-        str(tmp_path / 'test'), '--cfg-options', *DET_SHORT
-    ], tmp_path)
-    assert 'coco/bbox_mAP' in out
+    assert metric in out
