@@ -92,6 +92,26 @@ def test_iwsa_padded_windows_attend_only_real_tokens(hw):
             rtol=1e-4, atol=1e-5)
 
 
+def test_iwsa_padding_mask_is_kept_per_size():
+    attn = InteractiveWindowAttention(24, 3, window_size=7)
+    assert attn.padding_mask((14, 14), torch.device('cpu')) is None
+    mask = attn.padding_mask((9, 13), torch.device('cpu'))
+    assert attn.padding_mask((9, 13), torch.device('cpu')) is mask
+    other = attn.padding_mask((10, 13), torch.device('cpu'))
+    assert other is not mask and other.shape == mask.shape
+    # 9 rows: the second window row has 2 real rows of 7.
+    assert mask.view(2, 2, 7, 7)[1, 0, 2:].sum() == 0
+    # Built first under inference_mode, used by a training step after.
+    x = torch.randn(1, 5 * 6, 24)
+    with torch.inference_mode():
+        attn(x, (5, 6))
+    attn(x.requires_grad_(), (5, 6)).sum().backward()
+    assert x.grad is not None
+    for i in range(attn.MAX_CACHED_MASKS + 4):
+        attn.padding_mask((8 + i, 8), torch.device('cpu'))
+    assert len(attn._padding_masks) == attn.MAX_CACHED_MASKS
+
+
 @pytest.mark.parametrize('hw', [(16, 16), (9, 13), (3, 2)])
 def test_ssa_reduction_on_any_size(hw):
     attn = ScalableSelfAttention(32, 2, spatial_ratio=4,

@@ -15,7 +15,7 @@ On the CPU, where SDPA measured slower on these shapes, it attends
 explicitly (``attention_impl.uses_one_launch``). The benchmark times one
 against the other; the tests check that they agree.
 """
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -216,6 +216,10 @@ class InteractiveWindowAttention(BaseModule):
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
+    # Map sizes whose padding masks are kept (a test set of varied image
+    # sizes would otherwise grow the cache without bound).
+    MAX_CACHED_MASKS = 16
+
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
@@ -242,10 +246,14 @@ class InteractiveWindowAttention(BaseModule):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj_drop = nn.Dropout(proj_drop_rate)
+        # Padding masks by (H, W, device): they depend on nothing else.
+        self._padding_masks: Dict[Tuple[int, int, torch.device], Tensor] = {}
 
     def padding_mask(self, hw_shape: Sequence[int],
                      device: torch.device) -> Optional[Tensor]:
         """Which keys of each window are real tokens.
+
+        The mask is built once per map size and device, and kept.
 
         Returns:
             Tensor | None: None when no window is padded, else a bool tensor
@@ -256,6 +264,25 @@ class InteractiveWindowAttention(BaseModule):
         H, W = hw_shape
         if H % ws == 0 and W % ws == 0:
             return None
+        if torch.compiler.is_compiling():
+            # The compiler folds the constant mask; a cache would be a side
+            # effect it has to guard on.
+            return self._build_padding_mask(H, W, device)
+        key = (H, W, device)
+        mask = self._padding_masks.get(key)
+        if mask is None:
+            if len(self._padding_masks) >= self.MAX_CACHED_MASKS:
+                self._padding_masks.pop(next(iter(self._padding_masks)))
+            # A normal tensor even when first built under inference_mode, so
+            # that training calls may use it too.
+            with torch.inference_mode(False):
+                mask = self._build_padding_mask(H, W, device)
+            self._padding_masks[key] = mask
+        return mask
+
+    def _build_padding_mask(self, H: int, W: int,
+                            device: torch.device) -> Tensor:
+        ws = self.window_size
         valid = torch.ones(1, H, W, 1, device=device)
         valid = self._partition(valid)
         return (valid > 0.5).view(valid.shape[0], 1, 1, ws * ws)

@@ -154,11 +154,15 @@ void launch_with_unit(WindowOp op, const void* src, void* dst,
 
 template <typename unit_t>
 void launch_with_index(WindowOp op, const void* src, void* dst,
-                       int64_t total_units, const WindowGeometry<int64_t>& g) {
-  // The largest index formed is < total_units plus one grid stride; keep a
-  // margin so the 32-bit loop counter cannot overflow.
+                       int64_t total_units, int64_t src_units,
+                       const WindowGeometry<int64_t>& g) {
+  // The loop counter runs up to total_units (the destination's) plus one
+  // grid stride, and the kernels index the source too, which is the larger
+  // buffer for a reverse (its windows hold the padding): 32-bit arithmetic
+  // only when both stay below 2^31.
   const int64_t stride = num_blocks_for(total_units) * kThreadsPerBlock;
-  if (total_units + stride <= std::numeric_limits<int32_t>::max()) {
+  const int64_t largest = std::max(total_units + stride, src_units);
+  if (largest <= std::numeric_limits<int32_t>::max()) {
     launch_with_unit<unit_t, int32_t>(op, src, dst, total_units, g);
   } else {
     launch_with_unit<unit_t, int64_t>(op, src, dst, total_units, g);
@@ -183,20 +187,25 @@ void launch_window_op(WindowOp op, const at::Tensor& src, at::Tensor& dst,
             num_windows_along(map.size(1), window_size),
             num_windows_along(map.size(2), window_size)};
         const int64_t total_units = dst.numel() * element_bytes / unit_bytes;
+        const int64_t src_units = src.numel() * element_bytes / unit_bytes;
         const void* src_ptr = src.const_data_ptr();
         void* dst_ptr = dst.data_ptr();
         switch (unit_bytes) {
           case 16:
-            launch_with_index<uint4>(op, src_ptr, dst_ptr, total_units, g);
+            launch_with_index<uint4>(op, src_ptr, dst_ptr, total_units,
+                                     src_units, g);
             break;
           case 8:
-            launch_with_index<uint2>(op, src_ptr, dst_ptr, total_units, g);
+            launch_with_index<uint2>(op, src_ptr, dst_ptr, total_units,
+                                     src_units, g);
             break;
           case 4:
-            launch_with_index<uint32_t>(op, src_ptr, dst_ptr, total_units, g);
+            launch_with_index<uint32_t>(op, src_ptr, dst_ptr, total_units,
+                                     src_units, g);
             break;
           default:  // 2-byte elements whose channels are not 4-byte aligned
-            launch_with_index<uint16_t>(op, src_ptr, dst_ptr, total_units, g);
+            launch_with_index<uint16_t>(op, src_ptr, dst_ptr, total_units,
+                                     src_units, g);
             break;
         }
       });
