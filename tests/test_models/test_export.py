@@ -1,9 +1,11 @@
 """The backbones' fast paths trace: ``torch.export`` and ``torch.onnx.export``
 (dynamo) give the same outputs.
 
-Tracing (export, and ``torch.compile``) runs the ops' pure-PyTorch
-references and rebuilds fused weights in the graph, so nothing opaque or
-cached ends up in it.
+Tracing (export, and ``torch.compile``) rebuilds fused weights in the
+graph, so nothing cached ends up in it. The window ops trace their
+pure-PyTorch references; the fused refined attention stays one registered
+op (``mmscalable::refined_attention_forward``) in ``torch.export``, and ONNX
+export traces its reference.
 """
 import pytest
 import torch

@@ -6,11 +6,12 @@ pure-PyTorch references, and both paths are checked for autograd. Set
 ``MMSCALABLE_REQUIRE_EXT=1`` to turn a missing extension into a failure
 instead of a skip (CI that builds the ops should).
 """
-import os
 
 import pytest
 import torch
 
+from ext_marks import (EXT_AVAILABLE, REQUIRE_EXT, requires_cuda,
+                       requires_cuda_ext, requires_ext)
 from mmscalable.ops import (ext_info, load_ext, window_partition,
                             window_partition_reference, window_reverse,
                             window_reverse_reference)
@@ -27,20 +28,6 @@ SHAPES = [
 ]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-REQUIRE_EXT = os.environ.get('MMSCALABLE_REQUIRE_EXT', '0') == '1'
-EXT_AVAILABLE = ext_info()['available']
-requires_ext = pytest.mark.skipif(
-    not EXT_AVAILABLE and not REQUIRE_EXT,
-    reason='mmscalable._ext is not built (' + str(ext_info()['error']) +
-    '); set MMSCALABLE_REQUIRE_EXT=1 to fail instead')
-requires_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason='needs a CUDA device')
-requires_cuda_ext = pytest.mark.skipif(
-    not (torch.cuda.is_available() and ext_info()['cuda']),
-    reason='needs a CUDA device and mmscalable._ext built with CUDA '
-    '(FORCE_CUDA=1)')
-
 
 def _ext():
     ext = load_ext()

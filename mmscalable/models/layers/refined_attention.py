@@ -31,12 +31,20 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
+from mmscalable.ops import has_fused_kernel, refined_attention
 from mmscalable.registry import MODELS
 from .attention_impl import check_impl
 from .chunked_refined_attention import (RefinementSpec,
                                         chunked_chained_attention,
                                         chunked_refiner_attention,
                                         rows_per_chunk)
+from .fused_convs import fold_batch_norm
+
+
+def _is_frozen_batch_norm(norm: nn.Module) -> bool:
+    """A BatchNorm that normalises with its running statistics."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            and not norm.training and norm.running_mean is not None)
 
 
 class AttentionMapRefinement(BaseModule):
@@ -212,10 +220,49 @@ class RefinedAttention(BaseModule):
                        chunk_rows: Optional[int]) -> Tensor:
         """A refiner block's ``refine(prev_attn) @ v``, (B, heads, N, d)."""
         v = self._split_heads(self.v(x))
+        if self._uses_fused_op(prev_attn):
+            return refined_attention(prev_attn, v, *self._folded_refinement())
         if chunk_rows is None:
             return self._refined_map(prev_attn) @ v
         return chunked_refiner_attention(self._refinement_spec(), prev_attn, v,
                                          chunk_rows)
+
+    def _uses_fused_op(self, prev_attn: Tensor) -> bool:
+        """Whether the compiled fused refinement computes this call: the
+        fast path, frozen norms (nothing to learn about batch statistics)
+        and the extension's kernel for the map's device and dtype."""
+        if self.impl != 'fast' or not has_fused_kernel(prev_attn):
+            return False
+        expand, depthwise, reduce = self.refinement.layers
+        norms = (expand.norm, depthwise.norm, reduce.norm, self.refined_norm)
+        return (all(_is_frozen_batch_norm(norm) for norm in norms)
+                and all(
+                    isinstance(layer.activate, nn.ReLU6)
+                    for layer in (expand, depthwise))
+                and depthwise.conv.kernel_size == (3, 3)
+                and all(layer.conv.bias is None
+                        for layer in (expand, depthwise, reduce)))
+
+    def _folded_refinement(self) -> Tuple[Tensor, ...]:
+        """The refinement's convs with their frozen norms and the block's
+        scale folded in: the seven tensors of
+        :func:`mmscalable.ops.refined_attention_reference`. Differentiable,
+        so the gradients reach the convs and the norms' affine weights."""
+        expand, depthwise, reduce = self.refinement.layers
+        hidden, heads = expand.conv.weight.shape[:2]
+        scale1, shift1 = fold_batch_norm(expand.norm)
+        scale2, shift2 = fold_batch_norm(depthwise.norm)
+        scale3, shift3 = fold_batch_norm(reduce.norm)
+        scale4, shift4 = fold_batch_norm(self.refined_norm)
+        # M = scale * (s4 * (A + s3 * W3 h2 + t3) + t4)
+        alpha = self.scale * scale4
+        return (expand.conv.weight.view(hidden, heads) * scale1[:, None],
+                shift1,
+                depthwise.conv.weight.view(hidden, 3, 3) *
+                scale2[:, None, None], shift2,
+                reduce.conv.weight.view(heads, hidden) *
+                (alpha * scale3)[:, None],
+                alpha * shift3 + self.scale * shift4, alpha)
 
     def _refined_map(self, prev_attn: Tensor) -> Tensor:
         """The whole refined map ``d ** -0.5 * BN(A + R(A))``."""
