@@ -13,9 +13,9 @@ the backbone once per implementation with the same weights:
 * ``fast``: the default (``attn_impl='fast'``);
 * ``compile``: the fast model under ``torch.compile``.
 
-The named models (:func:`named_models`, ``scalablevit-s`` ...) are every variant
-of every family in :data:`mmscalable.models.checkpoint.FAMILIES`, one per
-distinct entry of the backbone class's ``arch_zoo``.
+The named models (:func:`named_models`, ``scalablevit-s`` ...) are every
+variant of every family in :data:`mmscalable.models.checkpoint.FAMILIES`,
+one per distinct entry of the backbone class's ``arch_zoo``.
 
 Before it times anything it checks that fast and reference agree on one
 image in fp32 (TF32 off). Timing uses CUDA events on a GPU and
@@ -31,16 +31,51 @@ reference with mmengine's ``FlopAnalyzer`` (fvcore's
 convention: one multiply-add is one FLOP, as the papers report them); the
 achieved fraction of peak counts 2 FLOPs per multiply-add, and 3x the forward
 for a training step.
+
+Every record also holds the size of the timed model's weights
+(``weights_mib``) and which ``scaled_dot_product_attention`` backends its
+forward ran (``sdpa_backends``, e.g. ``{'flash': 12, 'math': 4}``): one
+forward between the untimed and the timed calls runs under
+``torch.profiler``, whose kernel op names tell the backend (flash,
+efficient, cudnn, math, or the CPU's flash kernel, ``flash_cpu``). The
+reference path, and the fast path on the CPU, attend explicitly and run
+none.
+
+Peak CPU memory needs a process of its own: with ``isolate=True`` (the
+command line's ``--isolate``) each record is measured in a fresh Python
+process, which builds only the model it times (from the same seed) and
+reports, beside the weights' size, its resident high-water mark while it
+builds the model and runs the calls (``peak_rss_mib``; on Linux the mark is
+reset after the imports, elsewhere it covers the whole process) and its
+resident size before the model was built (``base_rss_mib``: interpreter and
+imports, included in the peak). The agreement check and the FLOPs stay in
+the calling process. The default measures every record in one process,
+which is faster and leaves ``peak_rss_mib`` unset.
+
+A model that fails its agreement check (``status='mismatch'``) or cannot be
+built or checked (``'error'``, ``'out of memory'``) gets a record per
+(mode, dtype, impl) with that status and the reason (``error``), and the run
+goes on with the next one; a call that fails while timed is recorded the
+same way. With ``out_prefix``, ``<prefix>.json`` and ``<prefix>.md`` are
+rewritten after every record, so that a run cut short keeps every figure
+measured so far.
 """
 import dataclasses
 import functools
 import itertools
 import json
 import math
+import os
+import os.path as osp
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from typing import (Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
-                    Union)
+import traceback
+from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Tuple, Union)
 
 import torch
 import torch.nn as nn
@@ -48,6 +83,24 @@ import torch.nn as nn
 IMPLS = ('reference', 'fast', 'compile')
 MODES = ('inference', 'train')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+# Statuses of records that were not measured because something is wrong (a
+# command-line run then exits non-zero); 'out of memory' is a measurement.
+FAILED_STATUSES = ('mismatch', 'error')
+
+# The backend of each ``scaled_dot_product_attention`` kernel op, by the
+# start of its profiler name; the first match wins (the CPU flash kernel's
+# name extends the CUDA one's).
+SDPA_BACKEND_OPS = (
+    ('aten::_scaled_dot_product_flash_attention_for_cpu', 'flash_cpu'),
+    ('aten::_scaled_dot_product_flash_attention', 'flash'),
+    ('aten::_flash_attention_forward', 'flash'),
+    ('aten::_scaled_dot_product_efficient_attention', 'efficient'),
+    ('aten::_efficient_attention_forward', 'efficient'),
+    ('aten::_scaled_dot_product_cudnn_attention', 'cudnn'),
+    ('aten::_cudnn_attention_forward', 'cudnn'),
+    ('aten::_scaled_dot_product_attention_math', 'math'),
+    ('aten::_scaled_dot_product_fused_attention_overrideable', 'overrideable'),
+)
 
 # Dense bf16 tensor-core peaks (no sparsity), in FLOP/s, by a substring of
 # ``torch.cuda.get_device_name``; the first match wins.
@@ -163,7 +216,17 @@ class Setting:
 
 
 class ImplementationMismatch(AssertionError):
-    """Fast and reference outputs differ beyond the tolerance."""
+    """Fast and reference outputs differ beyond the tolerance.
+
+    Args:
+        message (str): Which output differs, and by how much.
+        rel_error (float, optional): The relative difference found, None if
+            it is not finite.
+    """
+
+    def __init__(self, message: str, rel_error: Optional[float] = None):
+        super().__init__(message)
+        self.rel_error = rel_error
 
 
 def _loss(outputs) -> torch.Tensor:
@@ -203,7 +266,8 @@ def check_agreement(reference: nn.Module,
         if not math.isfinite(error) or error > rtol:
             raise ImplementationMismatch(
                 f'output {i} of fast and reference differ: relative error '
-                f'{error:.3g} > {rtol:g} at {setting.height}x{setting.width}')
+                f'{error:.3g} > {rtol:g} at {setting.height}x{setting.width}',
+                error if math.isfinite(error) else None)
         worst = max(worst, error)
     return worst
 
@@ -238,10 +302,14 @@ def median_seconds(fn: Callable[[], None], device: torch.device,
     return statistics.median([timer(fn) for _ in range(repeats)])
 
 
+def _autocast(x: torch.Tensor, dtype: torch.dtype):
+    return torch.autocast(
+        x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def _step_fn(model: nn.Module, x: torch.Tensor, mode: str,
              dtype: torch.dtype) -> Callable[[], None]:
-    autocast = torch.autocast(
-        x.device.type, dtype=dtype, enabled=dtype != torch.float32)
+    autocast = _autocast(x, dtype)
     if mode == 'inference':
         model.eval()
 
@@ -263,19 +331,144 @@ def _step_fn(model: nn.Module, x: torch.Tensor, mode: str,
     return train_step
 
 
+def _forward_fn(model: nn.Module, x: torch.Tensor, mode: str,
+                dtype: torch.dtype) -> Callable[[], None]:
+    """The forward of a :func:`_step_fn` call (recording autograd for a
+    training step), without backward and optimiser step: the weights stay
+    as they are."""
+    autocast = _autocast(x, dtype)
+
+    def forward():
+        with torch.inference_mode(mode == 'inference'), autocast:
+            model(x)
+
+    return forward
+
+
+def _sdpa_backend(op_name: str) -> Optional[str]:
+    """The SDPA backend that a profiler op name belongs to, None for other
+    ops and for backward ops."""
+    if op_name.endswith('_backward'):
+        return None
+    for prefix, backend in SDPA_BACKEND_OPS:
+        if op_name.startswith(prefix):
+            return backend
+    return None
+
+
+def _inside_sdpa_op(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if _sdpa_backend(parent.name) is not None:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def sdpa_backends(fn: Callable[[], None]) -> Dict[str, int]:
+    """How many times one call of ``fn`` ran each backend of
+    ``torch.nn.functional.scaled_dot_product_attention``.
+
+    The backends are told by the kernel ops that ``torch.profiler`` records
+    on the host (:data:`SDPA_BACKEND_OPS`), alike on every device. A kernel
+    op called by another (``_efficient_attention_forward`` by
+    ``_scaled_dot_product_efficient_attention``) counts once, and backward
+    ops do not count. Ops that ``torch.compile`` traces while compiling are
+    recorded too: call ``fn`` once before.
+
+    Args:
+        fn (Callable): What to run once, under the profiler.
+
+    Returns:
+        dict: Calls per backend, e.g. ``{'flash': 12, 'math': 4}``
+        (``'flash_cpu'`` is the CPU flash kernel), sorted by name; empty
+        when ``fn`` attends without SDPA.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    counts: Dict[str, int] = {}
+    for event in prof.events():
+        backend = _sdpa_backend(event.name)
+        if backend is not None and not _inside_sdpa_op(event):
+            counts[backend] = counts.get(backend, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def weights_mib(model: nn.Module) -> float:
+    """Size of a model's parameters and buffers in MiB."""
+    return sum(
+        t.numel() * t.element_size()
+        for t in itertools.chain(model.parameters(), model.buffers())) / 2**20
+
+
+def _status_mib(field: str) -> Optional[float]:
+    """A memory field of ``/proc/self/status`` (``'VmRSS'``) in MiB, None
+    where there is none."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(f'{field}:'):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's resident high-water mark to its resident size
+    (Linux: ``/proc/self/clear_refs``); returns whether it could."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mib() -> Optional[float]:
+    """The resident high-water mark of this process in MiB (since the last
+    :func:`reset_peak_rss`, where it worked), None where neither
+    ``/proc/self/status`` nor the ``resource`` module is there."""
+    peak = _status_mib('VmHWM')
+    if peak is not None:
+        return peak
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux counts KiB, macOS bytes.
+    return peak / (2**20 if sys.platform == 'darwin' else 2**10)
+
+
 def time_model(model: nn.Module,
                setting: Setting,
                mode: str,
                dtype: torch.dtype,
                device: torch.device,
                warmup: int = 5,
-               repeats: int = 20) -> dict:
-    """Median latency, throughput and peak memory of one model.
+               repeats: int = 20,
+               count_sdpa: bool = True) -> dict:
+    """Median latency, throughput and peak memory of one model, and the
+    SDPA backends of its forward.
 
     The peak memory is what this model's calls need: its parameters and
     buffers plus the peak allocated above what was allocated before them
     (inputs, activations, gradients, optimiser state), so that other models
     held on the device do not count.
+
+    Args:
+        model (nn.Module): The model to time.
+        setting (Setting): Input size and batch.
+        mode (str): ``'inference'`` or ``'train'`` (a training step).
+        dtype (torch.dtype): ``torch.float32``, or the autocast dtype.
+        device (torch.device): Where the model is.
+        warmup (int): Untimed calls first. Defaults to 5.
+        repeats (int): Timed calls. Defaults to 20.
+        count_sdpa (bool): Profile one forward between the untimed and the
+            timed calls for :func:`sdpa_backends` (``sdpa_backends`` of the
+            result; None if False). Defaults to True.
     """
     cuda = device.type == 'cuda'
     x = torch.randn(setting.batch, 3, setting.height, setting.width,
@@ -284,19 +477,24 @@ def time_model(model: nn.Module,
         torch.cuda.synchronize(device)
         baseline = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-    latency = median_seconds(
-        _step_fn(model, x, mode, dtype), device, warmup, repeats)
+    step = _step_fn(model, x, mode, dtype)
+    for _ in range(warmup):
+        step()
+    # After the untimed calls, so that torch.compile has compiled; a
+    # forward only, so that the timed steps start from the same weights.
+    backends = (
+        sdpa_backends(_forward_fn(model, x, mode, dtype))
+        if count_sdpa else None)
+    latency = median_seconds(step, device, 0, repeats)
     peak = None
     if cuda:
-        own = sum(t.numel() * t.element_size()
-                  for t in itertools.chain(model.parameters(),
-                                           model.buffers()))
-        peak = (torch.cuda.max_memory_allocated(device) - baseline + own +
-                x.numel() * x.element_size()) / 2**20
+        peak = (torch.cuda.max_memory_allocated(device) - baseline +
+                x.numel() * x.element_size()) / 2**20 + weights_mib(model)
     return dict(
         latency_ms=latency * 1e3,
         images_per_s=setting.batch / latency,
-        peak_memory_mib=peak)
+        peak_memory_mib=peak,
+        sdpa_backends=backends)
 
 
 def count_flops(model: nn.Module, setting: Setting,
@@ -334,18 +532,33 @@ def _is_oom(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and 'out of memory' in str(error))
 
 
-def _time_or_oom(model: nn.Module, setting: Setting, mode: str, dtype: str,
-                 device: torch.device, warmup: int, repeats: int) -> dict:
-    """:func:`time_model` with ``status`` 'ok', or 'out of memory'."""
+def _failure(error: BaseException, stage: str) -> Tuple[str, str]:
+    """The status and reason of what ``error`` left unmeasured: 'mismatch',
+    'out of memory' or 'error'."""
+    if isinstance(error, ImplementationMismatch):
+        return 'mismatch', str(error)
+    # The first line is enough for the table (CUDA's out-of-memory message
+    # goes on about the allocator).
+    lines = str(error).strip().splitlines() or ['']
+    reason = f'{stage}: {type(error).__name__}: {lines[0][:300]}'
+    return ('out of memory' if _is_oom(error) else 'error'), reason
+
+
+def _measure(model: nn.Module, setting: Setting, mode: str, dtype: str,
+             device: torch.device, warmup: int, repeats: int,
+             log: Callable[[str], None]) -> dict:
+    """:func:`time_model` with ``status`` 'ok', or the status ('out of
+    memory', 'error') and ``error``, the reason, of its failure."""
     try:
         timing = time_model(model, setting, mode, DTYPES[dtype], device,
                             warmup, repeats)
-    except Exception as error:  # noqa: B902
-        if not _is_oom(error):
-            raise
+    except Exception as error:  # noqa: B902  (recorded; the run goes on)
+        status, reason = _failure(error, f'{mode} {dtype}')
+        if status == 'error':
+            log(traceback.format_exc())
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-        return dict(status='out of memory')
+        return dict(status=status, error=reason)
     return dict(timing, status='ok')
 
 
@@ -382,6 +595,7 @@ class _Run:
     repeats: int
     peak: Optional[float]
     count_model_flops: bool
+    isolate: bool
     log: Callable[[str], None]
 
 
@@ -426,12 +640,10 @@ def _check_setting(name: str, setting: Setting, pair: _ModelPair,
     return error, macs
 
 
-def _time_record(name: str, setting: Setting, mode: str, dtype: str,
-                 impl: str, pair: _ModelPair, error: float,
-                 macs: Optional[float], run: _Run) -> dict:
-    """The record of one (mode, dtype, impl) at ``setting``: its timing, or
-    ``status='out of memory'``."""
-    record = dict(
+def _new_record(name: str, setting: Setting, mode: str, dtype: str, impl: str,
+                params: Optional[int], macs: Optional[float],
+                rel_error: Optional[float]) -> dict:
+    return dict(
         model=name,
         setting=str(setting),
         height=setting.height,
@@ -440,39 +652,191 @@ def _time_record(name: str, setting: Setting, mode: str, dtype: str,
         mode=mode,
         dtype=dtype,
         impl=impl,
-        params=pair.params,
+        params=params,
         gflops_per_image=macs / 1e9 if macs else None,
-        agreement_rel_error=error)
-    record.update(
-        _time_or_oom(
-            pair.model(impl), setting, mode, dtype, run.device, run.warmup,
-            run.repeats))
+        agreement_rel_error=rel_error)
+
+
+def _unmeasured_records(name: str, setting: Setting, params: Optional[int],
+                        status: str, reason: str, rel_error: Optional[float],
+                        run: _Run) -> Iterator[dict]:
+    """A record per (mode, dtype, impl) of a setting that could not be
+    measured, with its status and reason."""
+    for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
+                                               run.impls):
+        record = _new_record(name, setting, mode, dtype, impl, params, None,
+                             rel_error)
+        record.update(status=status, error=reason)
+        yield record
+
+
+# What a fresh process runs for ``isolate=True`` (``python -c``): its
+# arguments are the record's description and the path of its result.
+_ISOLATED_CODE = ('import sys\n'
+                  'from mmscalable.analysis.benchmark import '
+                  'measure_isolated\n'
+                  'measure_isolated(sys.argv[1], sys.argv[2])\n')
+
+
+def measure_isolated(task: str, result_path: str) -> None:
+    """Measure one record in this process and write the measurement to
+    ``result_path`` (JSON): what ``isolate=True`` runs in a fresh process
+    per record.
+
+    The model is built alone, from the same seed as in the calling process.
+    ``base_rss_mib`` is this process's resident size before the model is
+    built (interpreter and imports), ``peak_rss_mib`` its resident
+    high-water mark at the end: since then where it can be reset (Linux),
+    else over the whole process (the imports' own peak included).
+
+    Args:
+        task (str): JSON of ``model`` (a name that :func:`resolve_builder`
+            knows), ``setting``, ``mode``, ``dtype``, ``impl``, ``device``,
+            ``warmup`` and ``repeats``.
+        result_path (str): Where to write the measurement.
+    """
+    task = json.loads(task)
+    device = torch.device(task['device'])
+    builder = resolve_builder(task['model'])
+    # Importing leaves a peak of its own (1 GiB with torch's CUDA build)
+    # that would hide small models.
+    reset_peak_rss()
+    base = _status_mib('VmRSS') or peak_rss_mib()
+    torch.manual_seed(0)
+    impl = task['impl']
+    model = builder('reference' if impl == 'reference' else 'fast').to(device)
+    measurement = dict(weights_mib=weights_mib(model))
+    if impl == 'compile':
+        model = torch.compile(model)
+    measurement.update(
+        _measure(model, Setting.parse(task['setting']), task['mode'],
+                 task['dtype'], device, task['warmup'], task['repeats'],
+                 print))
+    measurement.update(peak_rss_mib=peak_rss_mib(), base_rss_mib=base)
+    with open(result_path, 'w') as f:
+        json.dump(measurement, f)
+
+
+def _child_env() -> Dict[str, str]:
+    """This environment, with the folder that holds this package first on
+    ``PYTHONPATH`` unless it is a site-packages folder (a checkout that is
+    not installed, as the command-line tool runs it)."""
+    env = dict(os.environ)
+    package_root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    if osp.basename(package_root) not in ('site-packages', 'dist-packages'):
+        env['PYTHONPATH'] = os.pathsep.join(
+            filter(None, [package_root, env.get('PYTHONPATH')]))
+    return env
+
+
+def _measure_isolated_record(name: str, setting: Setting, mode: str,
+                             dtype: str, impl: str, run: _Run) -> dict:
+    """The measurement of one record in a fresh process, or the status and
+    reason of its failure."""
+    task = dict(
+        model=name,
+        setting=str(setting),
+        mode=mode,
+        dtype=dtype,
+        impl=impl,
+        device=str(run.device),
+        warmup=run.warmup,
+        repeats=run.repeats)
+    with tempfile.TemporaryDirectory() as folder:
+        result_path = osp.join(folder, 'record.json')
+        child = subprocess.run([
+            sys.executable, '-c', _ISOLATED_CODE,
+            json.dumps(task), result_path
+        ],
+                               env=_child_env(),
+                               capture_output=True,
+                               text=True)
+        if child.returncode == 0 and osp.isfile(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+    if child.returncode == -signal.SIGKILL:
+        return dict(
+            status='out of memory',
+            error='the process measuring it was killed (SIGKILL), as the '
+            'out-of-memory killer does')
+    output = (child.stdout + child.stderr).strip()
+    run.log(output[-3000:])
+    last = output.splitlines()[-1][:300] if output else ''
+    return dict(
+        status='error',
+        error=f'the process measuring it exited with {child.returncode}: '
+        f'{last}')
+
+
+def _time_record(name: str, setting: Setting, mode: str, dtype: str, impl: str,
+                 pair: _ModelPair, rel_error: float, macs: Optional[float],
+                 run: _Run) -> dict:
+    """The record of one (mode, dtype, impl) at ``setting``: its timing, or
+    the status and reason of its failure."""
+    record = _new_record(name, setting, mode, dtype, impl, pair.params, macs,
+                         rel_error)
+    if run.isolate:
+        record.update(
+            _measure_isolated_record(name, setting, mode, dtype, impl, run))
+    else:
+        record['weights_mib'] = weights_mib(pair.reference if impl ==
+                                            'reference' else pair.fast)
+        try:
+            record.update(
+                _measure(
+                    pair.model(impl), setting, mode, dtype, run.device,
+                    run.warmup, run.repeats, run.log),
+                peak_rss_mib=None)
+        finally:
+            if impl == 'compile':
+                torch._dynamo.reset()
     if record['status'] == 'ok' and macs and run.peak and dtype == 'bf16':
         work = 2 * macs * (3 if mode == 'train' else 1)
         record['peak_fraction'] = work * record['images_per_s'] / run.peak
-    if impl == 'compile':
-        torch._dynamo.reset()
     return record
 
 
-def _benchmark_model(name: str, builder: Callable[[str], nn.Module],
-                     settings: Sequence[Setting], run: _Run) -> List[dict]:
-    """Every record of one model: per setting, the agreement check, then
-    each (mode, dtype, impl)."""
-    pair = _ModelPair.build(builder, run.device)
-    records = []
-    for setting in settings:
-        error, macs = _check_setting(name, setting, pair, run)
-        for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
-                                                   run.impls):
-            record = _time_record(name, setting, mode, dtype, impl, pair,
-                                  error, macs, run)
-            records.append(record)
-            run.log(format_record(record))
-    del pair
-    if run.device.type == 'cuda':
-        torch.cuda.empty_cache()
-    return records
+def _model_records(name: str, builder: Callable[[str], nn.Module],
+                   settings: Sequence[Setting], run: _Run) -> Iterator[dict]:
+    """Every record of one model, as measured: per setting, the agreement
+    check, then each (mode, dtype, impl). A failure to build or check gives
+    records with its status and reason for what it leaves unmeasured."""
+    try:
+        pair = _ModelPair.build(builder, run.device)
+    except Exception as error:  # noqa: B902  (recorded; the run goes on)
+        status, reason = _failure(error, 'build')
+        run.log(f'{name}: {status}: {reason}')
+        if status == 'error':
+            run.log(traceback.format_exc())
+        if run.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        for setting in settings:
+            yield from _unmeasured_records(name, setting, None, status, reason,
+                                           None, run)
+        return
+    try:
+        for setting in settings:
+            try:
+                rel_error, macs = _check_setting(name, setting, pair, run)
+            except Exception as error:  # noqa: B902  (recorded)
+                status, reason = _failure(error, 'agreement check')
+                run.log(f'{name} {setting}: {status}: {reason}')
+                if status == 'error':
+                    run.log(traceback.format_exc())
+                if run.device.type == 'cuda':
+                    torch.cuda.empty_cache()
+                yield from _unmeasured_records(
+                    name, setting, pair.params, status, reason,
+                    getattr(error, 'rel_error', None), run)
+                continue
+            for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
+                                                       run.impls):
+                yield _time_record(name, setting, mode, dtype, impl, pair,
+                                   rel_error, macs, run)
+    finally:
+        del pair
+        if run.device.type == 'cuda':
+            torch.cuda.empty_cache()
 
 
 def run_benchmark(models: Sequence[str],
@@ -486,8 +850,15 @@ def run_benchmark(models: Sequence[str],
                   peak_flops: Optional[float] = None,
                   count_model_flops: bool = True,
                   builders: Optional[Dict[str, Callable]] = None,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print,
+                  isolate: bool = False,
+                  out_prefix: Optional[str] = None) -> dict:
     """Benchmark every combination; returns the JSON-ready results.
+
+    A model that cannot be built, fails its agreement check or fails while
+    timed gets records with ``status`` 'mismatch', 'error' or 'out of
+    memory' and the reason (``error``), and the run goes on
+    (:func:`failed_records` lists those that are not measurements).
 
     Args:
         models (Sequence[str]): Keys of :func:`named_models` (or of
@@ -510,7 +881,18 @@ def run_benchmark(models: Sequence[str],
             (``impl`` is ``'fast'`` or ``'reference'``) instead of
             :func:`named_models`.
         log (Callable): Progress printer. Defaults to ``print``.
+        isolate (bool): Measure each record in a fresh process, which
+            records its peak resident memory (``peak_rss_mib``); needs
+            named models or config paths, not ``builders``.
+            Defaults to False.
+        out_prefix (str, optional): Rewrite ``<out_prefix>.json`` and
+            ``<out_prefix>.md`` after every record (see
+            :func:`write_outputs`).
     """
+    if isolate and builders is not None:
+        raise ValueError('isolate=True builds each model by its name in a '
+                         'fresh process: it takes named models and config '
+                         'paths, not builders')
     builders = _resolve_builders(models, builders)
     _check_choices(modes, dtypes, impls)
     device = torch.device(device)
@@ -523,6 +905,7 @@ def run_benchmark(models: Sequence[str],
         repeats=repeats,
         peak=peak_flops if peak_flops is not None else bf16_peak(device),
         count_model_flops=count_model_flops,
+        isolate=isolate,
         log=log)
     results = dict(
         device=(torch.cuda.get_device_name(device)
@@ -531,24 +914,50 @@ def run_benchmark(models: Sequence[str],
         bf16_peak_flops=run.peak,
         warmup=warmup,
         repeats=repeats,
+        isolate=isolate,
         records=[])
+    if out_prefix is not None:
+        os.makedirs(osp.dirname(osp.abspath(out_prefix)), exist_ok=True)
     for name in models:
-        results['records'] += _benchmark_model(name, builders[name],
-                                               settings, run)
+        for record in _model_records(name, builders[name], settings, run):
+            results['records'].append(record)
+            if out_prefix is not None:
+                write_outputs(results, out_prefix, with_plot=False)
+            log(format_record(record))
     return results
+
+
+def failed_records(results: dict) -> List[dict]:
+    """The records left unmeasured because something is wrong (status in
+    :data:`FAILED_STATUSES`: a mismatch, an error)."""
+    return [
+        r for r in results['records'] if r.get('status') in FAILED_STATUSES
+    ]
+
+
+def _backends_text(backends: Optional[Dict[str, int]]) -> str:
+    return ', '.join(f'{name} {count}'
+                     for name, count in (backends or {}).items())
 
 
 def format_record(record: dict) -> str:
     head = (f"{record['model']} {record['setting']} {record['mode']} "
             f"{record['dtype']} {record['impl']}: ")
     if record.get('status') != 'ok':
-        return head + record.get('status', '?')
+        reason = record.get('error')
+        return head + record.get('status',
+                                 '?') + (f' ({reason})' if reason else '')
     text = (f"{record['images_per_s']:.1f} img/s, "
             f"{record['latency_ms']:.2f} ms")
     if record.get('peak_memory_mib') is not None:
         text += f", peak {record['peak_memory_mib']:.0f} MiB"
+    if record.get('peak_rss_mib') is not None:
+        text += (f", peak RSS {record['peak_rss_mib']:.0f} MiB "
+                 f"(weights {record['weights_mib']:.1f} MiB)")
     if record.get('peak_fraction') is not None:
         text += f", {100 * record['peak_fraction']:.1f}% of bf16 peak"
+    if record.get('sdpa_backends'):
+        text += f", SDPA {_backends_text(record['sdpa_backends'])}"
     return head + text
 
 
@@ -576,7 +985,7 @@ def speedups(results: dict) -> List[dict]:
                 r['images_per_s'] / ref['images_per_s'] if ok else None)
             row[f'{impl}_memory_ratio'] = (
                 r['peak_memory_mib'] / ref['peak_memory_mib']
-                if ok and ref['peak_memory_mib'] else None)
+                if ok and ref.get('peak_memory_mib') else None)
         out.append(row)
     return out
 
@@ -590,40 +999,84 @@ def _cell(record: Optional[dict], key: str, fmt: str) -> str:
     return '-' if value is None else format(value, fmt)
 
 
+def _sdpa_cell(record: Optional[dict]) -> str:
+    if record is None or record.get('status') != 'ok':
+        return '-'
+    return _backends_text(record.get('sdpa_backends')) or 'none'
+
+
+def _failure_notes(records: Sequence[dict]) -> List[str]:
+    """One line per (model, setting, status, reason) left unmeasured."""
+    notes = {}
+    for r in records:
+        if r.get('status') != 'ok' and r.get('error'):
+            key = (r['model'], r['setting'], r['status'], r['error'])
+            notes.setdefault(
+                key, []).append(f"{r['mode']} {r['dtype']} {r['impl']}")
+    lines = []
+    for (model, setting, status, reason), which in notes.items():
+        lines.append(f'- {model} {setting} ({len(which)} records): '
+                     f'{status}: {reason}')
+    return lines
+
+
 def markdown_table(results: dict) -> str:
     """One row per (model, setting, mode, dtype), implementations side by
-    side."""
-    impls = [i for i in IMPLS if any(r['impl'] == i
-                                     for r in results['records'])]
+    side; below it, what was left unmeasured and why."""
     records = results['records']
-    # Columns a CPU run cannot fill are left out.
+    impls = [i for i in IMPLS if any(r['impl'] == i for r in records)]
+    # Columns that this run cannot fill are left out (GPU memory on a CPU,
+    # peak RSS without isolation, SDPA where nothing ran it, and the
+    # columns that earlier versions did not record).
     with_memory = any(r.get('peak_memory_mib') is not None for r in records)
     with_fraction = any(r.get('peak_fraction') is not None for r in records)
+    with_weights = any(r.get('weights_mib') is not None for r in records)
+    with_rss = any(r.get('peak_rss_mib') is not None for r in records)
+    sdpa_impls = [
+        i for i in impls
+        if any(r['impl'] == i and r.get('sdpa_backends') for r in records)
+    ]
     header = ['model', 'HxW:batch', 'mode', 'dtype', 'GFLOPs']
     header += [f'{i} img/s' for i in impls]
     header += [f'{i} ms' for i in impls]
+    header += ['weights MiB'] if with_weights else []
     header += [f'{i} peak MiB' for i in impls] if with_memory else []
+    header += [f'{i} peak RSS MiB' for i in impls] if with_rss else []
     header += ['fast / ref']
     header += ['compile / ref'] if 'compile' in impls else []
     header += ['fast % bf16 peak'] if with_fraction else []
+    header += [f'{i} SDPA' for i in sdpa_impls]
+    about = (f"Device: {results['device']}, torch {results['torch']}, "
+             f"median of {results['repeats']} after {results['warmup']} "
+             'warm-up calls.')
+    if with_rss:
+        about += (' Peak RSS: resident high-water mark of a fresh process '
+                  'per record while it builds the model and runs the calls, '
+                  'interpreter and imports included.')
     lines = [
-        f"Device: {results['device']}, torch {results['torch']}, median of "
-        f"{results['repeats']} after {results['warmup']} warm-up calls.", '',
-        '| ' + ' | '.join(header) + ' |',
+        about, '', '| ' + ' | '.join(header) + ' |',
         '|' + ' --- |' * len(header)
     ]
     ratios = {(s['model'], s['setting'], s['mode'], s['dtype']): s
               for s in speedups(results)}
-    for key, by_impl in _group(results['records']).items():
+    for key, by_impl in _group(records).items():
         any_record = next(iter(by_impl.values()))
         gflops = any_record.get('gflops_per_image')
         cells = list(key) + [f'{gflops:.2f}' if gflops else '-']
         cells += [_cell(by_impl.get(i), 'images_per_s', '.1f') for i in impls]
         cells += [_cell(by_impl.get(i), 'latency_ms', '.2f') for i in impls]
+        if with_weights:
+            weights = next((r['weights_mib'] for r in by_impl.values()
+                            if r.get('weights_mib') is not None), None)
+            cells.append('-' if weights is None else f'{weights:.1f}')
         if with_memory:
             cells += [
                 _cell(by_impl.get(i), 'peak_memory_mib', '.0f')
                 for i in impls
+            ]
+        if with_rss:
+            cells += [
+                _cell(by_impl.get(i), 'peak_rss_mib', '.0f') for i in impls
             ]
         for impl in ('fast', 'compile')[:1 + ('compile' in impls)]:
             speedup = ratios[key][f'{impl}_speedup']
@@ -632,7 +1085,11 @@ def markdown_table(results: dict) -> str:
             fraction = (by_impl.get('fast') or {}).get('peak_fraction')
             cells.append('-' if fraction is None else
                          f'{100 * fraction:.1f}%')
+        cells += [_sdpa_cell(by_impl.get(i)) for i in sdpa_impls]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    notes = _failure_notes(records)
+    if notes:
+        lines += ['', 'Not measured:', ''] + notes
     return '\n'.join(lines) + '\n'
 
 
@@ -666,19 +1123,31 @@ def plot_speedups(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, so
+    that a process killed while writing leaves the previous version rather
+    than a truncated one."""
+    partial = f'{path}.{os.getpid()}.tmp'
+    with open(partial, 'w') as f:
+        f.write(text)
+    os.replace(partial, path)
+
+
 def write_outputs(results: dict,
                   out_prefix: str,
-                  with_json: bool = True) -> List[str]:
+                  with_json: bool = True,
+                  with_plot: bool = True) -> List[str]:
     """``<prefix>.json`` (unless ``with_json`` is False), ``<prefix>.md``
-    and ``<prefix>.png``; returns the paths written."""
+    and ``<prefix>.png`` (unless ``with_plot`` is False); returns the paths
+    written. The JSON and Markdown files are replaced whole, never left
+    half-written."""
     paths = []
     if with_json:
         paths.append(f'{out_prefix}.json')
-        with open(paths[-1], 'w') as f:
-            json.dump(results, f, indent=1)
+        _replace_file(paths[-1], json.dumps(results, indent=1))
     paths.append(f'{out_prefix}.md')
-    with open(paths[-1], 'w') as f:
-        f.write(markdown_table(results))
-    paths.append(f'{out_prefix}.png')
-    plot_speedups(results, paths[-1])
+    _replace_file(paths[-1], markdown_table(results))
+    if with_plot:
+        paths.append(f'{out_prefix}.png')
+        plot_speedups(results, paths[-1])
     return paths

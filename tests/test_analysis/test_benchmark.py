@@ -1,4 +1,5 @@
 """The benchmark: records, agreement check, outputs and the CLI (CPU)."""
+import importlib.util
 import json
 import os.path as osp
 import subprocess
@@ -7,12 +8,17 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from mmscalable.analysis import benchmark
 from mmscalable.analysis.benchmark import (ImplementationMismatch, Setting,
+                                           check_agreement, failed_records,
                                            markdown_table, named_models,
-                                           run_benchmark, speedups,
-                                           write_outputs)
-from mmscalable.models import GroupMixFormer, RefinerViT, ScalableViT
+                                           run_benchmark, sdpa_backends,
+                                           speedups, write_outputs)
+from mmscalable.models import (GroupMixFormer, InteractiveWindowAttention,
+                               RefinerViT, ScalableSelfAttention, ScalableViT)
+from mmscalable.models.layers import attention_impl
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools/analysis_tools/benchmark.py')
@@ -66,6 +72,10 @@ def test_records_for_every_combination():
         assert r['agreement_rel_error'] < 1e-4
         assert r['peak_memory_mib'] is None  # not measured on the CPU
         assert 'peak_fraction' not in r  # no known peak for a CPU
+        assert r['peak_rss_mib'] is None  # measured with isolate=True
+        assert r['weights_mib'] > 0
+        # The CPU's choice of the fast path attends without SDPA.
+        assert r['sdpa_backends'] == {}
     rows = speedups(results)
     assert len(rows) == 3 * 2 * 2
     assert all(r['fast_speedup'] > 0 for r in rows)
@@ -91,9 +101,10 @@ def test_training_steps_start_from_the_same_weights():
                   dtypes=('fp32', 'bf16'), device='cpu', warmup=0, repeats=1,
                   count_model_flops=False, builders={'m': recording},
                   log=_quiet)
-    # The agreement check (reference, fast), then one step per dtype and
-    # impl: each begins from the initial weights.
-    assert len(seen) == 6
+    # The agreement check (reference, fast), then per dtype and impl a
+    # forward for the SDPA backends and a step: each begins from the
+    # initial weights.
+    assert len(seen) == 10
     for weights in seen[1:]:
         assert torch.equal(weights, seen[0])
 
@@ -109,15 +120,171 @@ class _Toy(nn.Module):
         return (self.conv(x) + self.offset, )
 
 
-def test_disagreeing_implementations_are_refused():
-    builders = {'toy': lambda impl: _Toy(impl, 1e-2)}
+def test_a_mismatch_is_recorded_and_the_run_goes_on(tmp_path):
+    builders = {
+        'bad': lambda impl: _Toy(impl, 1e-2),
+        'good': lambda impl: _Toy(impl, 0.)
+    }
     with pytest.raises(ImplementationMismatch, match='relative error'):
-        run_benchmark(['toy'], [Setting.parse('16x16:1')], device='cpu',
-                      builders=builders, log=_quiet)
-    agreeing = {'toy': lambda impl: _Toy(impl, 0.)}
-    run_benchmark(['toy'], [Setting.parse('16x16:1')], modes=('inference', ),
-                  dtypes=('fp32', ), device='cpu', warmup=0, repeats=1,
-                  builders=agreeing, log=_quiet)
+        check_agreement(builders['bad']('reference'), builders['bad']('fast'),
+                        Setting.parse('16x16:1'), torch.device('cpu'))
+    prefix = str(tmp_path / 'out' / 'bench')
+    results = run_benchmark(['bad', 'good'], [Setting.parse('16x16:1')],
+                            modes=('inference', 'train'),
+                            dtypes=('fp32', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            builders=builders,
+                            log=_quiet,
+                            out_prefix=prefix)
+    records = results['records']
+    assert [(r['model'], r['mode'], r['impl'], r['status'])
+            for r in records] == [
+                ('bad', 'inference', 'reference', 'mismatch'),
+                ('bad', 'inference', 'fast', 'mismatch'),
+                ('bad', 'train', 'reference', 'mismatch'),
+                ('bad', 'train', 'fast', 'mismatch'),
+                ('good', 'inference', 'reference', 'ok'),
+                ('good', 'inference', 'fast', 'ok'),
+                ('good', 'train', 'reference', 'ok'),
+                ('good', 'train', 'fast', 'ok'),
+            ]
+    assert 'relative error' in records[0]['error']
+    assert records[0]['agreement_rel_error'] > 1e-4
+    assert failed_records(results) == records[:4]
+    # Written as measured: the files hold both models.
+    with open(f'{prefix}.json') as f:
+        assert json.load(f)['records'] == records
+    table = open(f'{prefix}.md').read()
+    assert table == markdown_table(results)
+    assert ('| bad | 16x16:1 | inference | fp32 | - | mismatch | mismatch |'
+            in table)
+    assert '| good | 16x16:1 | train | fp32 |' in table
+    assert '- bad 16x16:1 (4 records): mismatch: output 0' in table
+
+
+class _Interrupted(nn.Module):
+    """A toy whose training forward stands for a run stopped by a time
+    limit."""
+
+    def __init__(self, impl):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if self.training:
+            raise KeyboardInterrupt
+        return (self.conv(x), )
+
+
+def test_records_are_written_as_measured(tmp_path):
+    prefix = str(tmp_path / 'bench')
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(['toy'], [Setting.parse('16x16:1')],
+                      modes=('inference', 'train'),
+                      dtypes=('fp32', ),
+                      impls=('reference', ),
+                      device='cpu',
+                      warmup=0,
+                      repeats=1,
+                      builders={'toy': _Interrupted},
+                      log=_quiet,
+                      out_prefix=prefix)
+    with open(f'{prefix}.json') as f:
+        results = json.load(f)
+    assert [(r['mode'], r['status'])
+            for r in results['records']] == [('inference', 'ok')]
+    assert open(f'{prefix}.md').read() == markdown_table(results)
+    assert not osp.exists(f'{prefix}.png')  # drawn at the end
+
+
+def test_a_failing_build_or_step_is_recorded():
+    """Errors other than a mismatch are recorded per model (build) or per
+    record (a call), with the reason."""
+
+    class Failing(_Toy):
+
+        def forward(self, x):
+            if self.training:
+                raise ValueError('no training for this one')
+            return super().forward(x)
+
+    def unbuildable(impl):
+        raise RuntimeError('cannot build')
+
+    results = run_benchmark(['broken', 'failing'], [Setting.parse('16x16:1')],
+                            modes=('inference', 'train'),
+                            dtypes=('fp32', ),
+                            impls=('fast', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            builders={
+                                'broken': unbuildable,
+                                'failing': lambda impl: Failing(impl, 0.)
+                            },
+                            log=_quiet)
+    statuses = [(r['model'], r['mode'], r['status'], r.get('error'))
+                for r in results['records']]
+    assert statuses == [
+        ('broken', 'inference', 'error', 'build: RuntimeError: cannot build'),
+        ('broken', 'train', 'error', 'build: RuntimeError: cannot build'),
+        ('failing', 'inference', 'ok', None),
+        ('failing', 'train', 'error',
+         'train fp32: ValueError: no training for this one'),
+    ]
+    assert len(failed_records(results)) == 3
+
+
+def test_sdpa_backends_counts_each_attention_once():
+    q = torch.randn(2, 2, 16, 8, requires_grad=True)
+
+    def attend():
+        for _ in range(3):
+            F.scaled_dot_product_attention(q, q, q).sum().backward()
+        with torch.nn.attention.sdpa_kernel(
+                torch.nn.attention.SDPBackend.MATH):
+            F.scaled_dot_product_attention(q, q, q)
+        q @ q.transpose(-2, -1)
+
+    # Backward ops, and the ops inside the math backend, do not count.
+    assert sdpa_backends(attend) == {'flash_cpu': 3, 'math': 1}
+    assert sdpa_backends(lambda: q @ q.transpose(-2, -1)) == {}
+
+
+@pytest.mark.parametrize('model', ['scalablevit-tiny', 'groupmixformer-tiny'])
+def test_records_name_the_sdpa_backends(model, monkeypatch):
+    """With the GPU's choices (SDPA in the fast path) forced onto the CPU,
+    every record of ScalableViT's fast path counts one SDPA call per
+    attention; GroupMixFormer's factorised attention runs none."""
+    monkeypatch.setattr(attention_impl, 'prefers_one_launch', lambda x: True)
+    results = run_benchmark([model], [Setting.parse('64x48:2')],
+                            modes=('inference', 'train'),
+                            dtypes=('fp32', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            count_model_flops=False,
+                            builders=TINY_BUILDERS,
+                            log=_quiet)
+    by_impl = {}
+    for r in results['records']:
+        by_impl.setdefault(r['impl'], []).append(r['sdpa_backends'])
+    assert by_impl['reference'] == [{}, {}]  # explicit softmax
+    inference, train = by_impl['fast']
+    assert inference == train
+    table = markdown_table(results)
+    attentions = sum(
+        isinstance(m, (ScalableSelfAttention, InteractiveWindowAttention))
+        for m in TINY_BUILDERS[model]('fast').modules())
+    if not attentions:
+        assert inference == {} and 'SDPA' not in table
+        return
+    assert sum(inference.values()) == attentions
+    assert set(inference) <= {'flash_cpu', 'math'}
+    assert '| fast SDPA |' in table and 'reference SDPA' not in table
+    assert f'| {benchmark._backends_text(inference)} |' in table
 
 
 @pytest.mark.parametrize('text,match', [('224:64', 'HxW:BATCH'),
@@ -156,6 +323,90 @@ def test_outputs(tmp_path):
 def _run_tool(*args):
     return subprocess.run([sys.executable, TOOL, *args], cwd=ROOT,
                           capture_output=True, text=True)
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_tool', TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_cli_exits_non_zero_after_a_mismatch(tmp_path, monkeypatch, capsys):
+    tool = _load_tool()
+    toys = {
+        'bad': lambda impl: _Toy(impl, 1e-2),
+        'good': lambda impl: _Toy(impl, 0.)
+    }
+    monkeypatch.setattr(tool, 'named_models', lambda: toys)
+    monkeypatch.setattr(benchmark, 'named_models', lambda: toys)
+    prefix = str(tmp_path / 'cli')
+    status = tool.main([
+        '--device', 'cpu', '--models', 'all', '--settings', '16x16:1',
+        '--modes', 'inference', '--dtypes', 'fp32', '--warmup', '0',
+        '--repeats', '1', '--out', prefix
+    ])
+    assert status == 1
+    assert '2 records not measured' in capsys.readouterr().err
+    with open(f'{prefix}.json') as f:
+        records = json.load(f)['records']
+    assert [(r['model'], r['status'])
+            for r in records] == [('bad', 'mismatch'), ('bad', 'mismatch'),
+                                  ('good', 'ok'), ('good', 'ok')]
+    assert osp.isfile(f'{prefix}.png')
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--help'])
+    assert '--isolate' in capsys.readouterr().out
+
+
+def test_isolated_records_measure_peak_cpu_memory(tmp_path):
+    # One fresh process (about 10 s: imports) for the fast path's record.
+    results = run_benchmark(['groupmixformer-m'], [Setting.parse('64x64:1')],
+                            modes=('inference', ),
+                            dtypes=('fp32', ),
+                            impls=('fast', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            count_model_flops=False,
+                            isolate=True,
+                            log=_quiet)
+    assert results['isolate']
+    [record] = results['records']
+    assert record['status'] == 'ok', record
+    assert record['images_per_s'] > 0
+    assert record['sdpa_backends'] == {}
+    # fp32 parameters and a few buffers.
+    params = record['params']
+    assert params * 4 / 2**20 <= record['weights_mib'] < params * 5 / 2**20
+    assert 0 < record['base_rss_mib'] <= record['peak_rss_mib']
+    assert record['peak_rss_mib'] > record['weights_mib']
+    assert record['peak_rss_mib'] < 64 * 1024  # MiB, not KiB or bytes
+    table = markdown_table(results)
+    assert '| weights MiB | fast peak RSS MiB |' in table
+    assert 'Peak RSS: resident high-water mark of a fresh process' in table
+
+
+def test_isolated_failures_are_recorded(monkeypatch):
+    monkeypatch.setattr(benchmark, '_ISOLATED_CODE', 'raise SystemExit(3)')
+    results = run_benchmark(['groupmixformer-m'], [Setting.parse('64x64:1')],
+                            modes=('inference', ),
+                            dtypes=('fp32', ),
+                            impls=('fast', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            count_model_flops=False,
+                            isolate=True,
+                            log=_quiet)
+    [record] = results['records']
+    assert record['status'] == 'error'
+    assert 'exited with 3' in record['error']
+    with pytest.raises(ValueError, match='not builders'):
+        run_benchmark(['toy'], [Setting.parse('16x16:1')],
+                      device='cpu',
+                      builders={'toy': lambda impl: _Toy(impl, 0.)},
+                      isolate=True)
 
 
 def test_cli_on_cpu(tmp_path):

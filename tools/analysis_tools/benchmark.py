@@ -2,9 +2,15 @@
 """Benchmark the backbones: reference against fast (and torch.compile).
 
 Writes ``<out>.json`` (every record), ``<out>.md`` (a table) and
-``<out>.png`` (speed-ups). See ``mmscalable/analysis/benchmark.py`` for what
-is measured and how. The named models are every variant of every backbone
-family (``mmscalable.models.checkpoint.FAMILIES``).
+``<out>.png`` (speed-ups). The JSON and the table are rewritten after every
+record, so that a run cut short keeps what it measured; the chart is drawn at
+the end. See ``mmscalable/analysis/benchmark.py`` for what is measured and
+how. The named models are every variant of every backbone family
+(``mmscalable.models.checkpoint.FAMILIES``).
+
+A model whose fast and reference paths disagree, or that fails otherwise, is
+recorded as such (JSON, and the table's cells and notes) and the run goes on;
+the exit status is then 1.
 
 Examples:
     # Every model at three sizes on a GPU (about an hour on one H100).
@@ -22,6 +28,11 @@ Examples:
     python tools/analysis_tools/benchmark.py --device cpu \\
         --models scalablevit-s groupmixformer-m --settings 224x224:2 \\
         --modes inference --dtypes fp32 --warmup 1 --repeats 3 --out /tmp/cpu
+
+    # Peak CPU memory: each record in a fresh process.
+    python tools/analysis_tools/benchmark.py --device cpu --isolate \\
+        --models refiner-vit-s --settings 224x224:2 512x512:2 \\
+        --dtypes fp32 --out /tmp/cpu-memory
 """
 import argparse
 import json
@@ -31,7 +42,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
 from mmscalable.analysis.benchmark import (  # noqa: E402
-    DTYPES, IMPLS, MODES, Setting, named_models, run_benchmark, write_outputs)
+    DTYPES, IMPLS, MODES, Setting, failed_records, format_record, named_models,
+    run_benchmark, write_outputs)
 
 
 def parse_args(argv=None):
@@ -64,8 +76,18 @@ def parse_args(argv=None):
         help='bf16 dense peak of the device (looked up by GPU name if unset)')
     parser.add_argument('--no-flops', action='store_true',
                         help='skip counting FLOPs')
-    parser.add_argument('--out', required=True,
-                        help='output prefix: writes .json, .md and .png')
+    parser.add_argument(
+        '--isolate',
+        action='store_true',
+        help='measure each (model, setting, mode, dtype, impl) in a fresh '
+        'process, which records its peak resident (CPU) memory, '
+        'interpreter and imports included, beside the weights\' size; '
+        'slower (a start and imports per record)')
+    parser.add_argument(
+        '--out',
+        required=True,
+        help='output prefix: writes .json and .md (after every record) and '
+        '.png (at the end)')
     parser.add_argument(
         '--render',
         metavar='JSON',
@@ -95,14 +117,16 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status: 1 if a record was
+    left unmeasured by a mismatch or an error, else 0."""
     args = parse_args(argv)
     if args.render:
         with open(args.render) as f:
             results = json.load(f)
         for path in write_outputs(results, args.out, with_json=False):
             print(f'wrote {path}')
-        return
+        return 0
     results = run_benchmark(
         args.models,
         args.settings,
@@ -113,12 +137,19 @@ def main(argv=None):
         warmup=args.warmup,
         repeats=args.repeats,
         peak_flops=(args.peak_tflops * 1e12 if args.peak_tflops else None),
-        count_model_flops=not args.no_flops)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
+        count_model_flops=not args.no_flops,
+        isolate=args.isolate,
+        out_prefix=args.out)
     for path in write_outputs(results, args.out):
         print(f'wrote {path}')
+    failed = failed_records(results)
+    if failed:
+        print(f'{len(failed)} records not measured:', file=sys.stderr)
+        for record in failed:
+            print(format_record(record), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

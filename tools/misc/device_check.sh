@@ -1,29 +1,56 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with an H100/H200, PyTorch and
-# nvcc but without mmcv or network access; sized to finish within 15 minutes.
+# nvcc but without mmcv or network access.
+#
+# What it does, in order (STAGES, default all four):
+#   build  mmscalable._ext with CUDA for sm_90 (TORCH_CUDA_ARCH_LIST), then
+#          `python -m mmscalable.ops`; a failed build ends the run.
+#   ops    tools/misc/check_ops_cuda.py: the CUDA kernels against their
+#          references.
+#   tests  the CUDA tests: kernels against references, and the fast paths of
+#          the backbones against the reference paths (outputs and gradients,
+#          fp32 and bf16, eval and training mode).
+#   bench  tools/analysis_tools/benchmark.py on every named model (or
+#          BENCH_MODELS), reference against fast: throughput, latency, peak
+#          GPU memory, FLOPs, fraction of the bf16 peak and the SDPA
+#          backends, inference and a training step. One pass per BENCH_PASSES
+#          entry (DTYPE@HxW:BATCH), bf16 first: bf16 at 224x224 batch 64,
+#          bf16 at 512x512 batch 8, then the same in fp32. BENCH_ARGS adds
+#          arguments to every pass.
+# Before any stage it checks that torch, mmengine, mmcv, yapf, platformdirs
+# and pytest import, and stops at once, naming what is missing.
+#
+# How long: the build, ops and tests stages take a few minutes on an H200;
+# the benchmark then runs until its passes end or until TIME_LIMIT_S seconds
+# (default 510) have passed since the script started, whichever is first, so
+# that a call limited to 9 minutes ends by itself. Each record is written as
+# soon as it is measured, so a pass cut short keeps every figure measured so
+# far; a pass not started in time is skipped. TIME_LIMIT_S=0 runs every pass
+# to the end (the four passes over the 11 named models may well take longer
+# than the default limit). Results land in $OUT (default: /tmp/device_out):
+# gpu.txt, build.log, ops.log, tests.log, and per pass bench_<pass>.json,
+# .md (both rewritten after every record), .png (at the end of the pass) and
+# .log. The exit status is 1 if a stage failed (a benchmark record left
+# unmeasured by a mismatch or an error counts; a pass cut by the time limit
+# does not), 2 for an unknown stage, 3 for a missing module.
 #
 # Prepare on a machine with network access, once (the wheels are ignored by
 # git):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl mmengine==0.10.7 mmcv-lite==2.1.0 addict yapf termcolor
+#     -d .whl mmengine==0.10.7 mmcv-lite==2.1.0 addict yapf platformdirs termcolor
 # Then copy the checkout with .whl/ to the GPU machine and run
-# `bash tools/misc/device_check.sh` there (about 9 minutes); results land in
-# $OUT (default: /tmp/device_out).
-#
-# Stages (STAGES, default all): build (mmscalable._ext with CUDA for sm_90),
-# ops (tools/misc/check_ops_cuda.py), tests (the CUDA tests: kernels against
-# their references, fast against reference paths), bench (the benchmark at
-# 224x224 batch 64, BENCH_MODELS; BENCH_ARGS adds arguments). Logs, JSON,
-# Markdown and PNG land in $OUT.
+# `bash tools/misc/device_check.sh` there.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 OUT="${OUT:-/tmp/device_out}"
 mkdir -p "$OUT"
 STAGES="${STAGES:-build ops tests bench}"
-BENCH_MODELS="${BENCH_MODELS:-scalablevit-s scalablevit-b scalablevit-l groupmixformer-m groupmixformer-t groupmixformer-s groupmixformer-b groupmixformer-l refiner-vit-s}"
+BENCH_MODELS="${BENCH_MODELS:-all}"
+BENCH_PASSES="${BENCH_PASSES:-bf16@224x224:64 bf16@512x512:8 fp32@224x224:64 fp32@512x512:8}"
+TIME_LIMIT_S="${TIME_LIMIT_S:-510}"
 export PYTHONUNBUFFERED=1
 
 if [ -d .whl ]; then
@@ -33,7 +60,52 @@ if [ -d .whl ]; then
 else
   export PYTHONPATH="$ROOT"
 fi
+
+# Every module the stages import, before the build: a missing wheel would
+# otherwise show only when the tests or the benchmark start.
+python3 - <<'EOF' || exit 3
+import importlib
+import sys
+
+missing = []
+for name in ('torch', 'mmengine', 'mmcv', 'yapf', 'platformdirs', 'pytest'):
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # a missing dependency of it too
+        missing.append(f'{name} ({type(error).__name__}: {error})')
+if missing:
+    print('cannot import: ' + '; '.join(missing), file=sys.stderr)
+    print('download the wheels named in the header of '
+          'tools/misc/device_check.sh into .whl/', file=sys.stderr)
+    sys.exit(1)
+EOF
+
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+
+# One benchmark pass, DTYPE@HxW:BATCH, within the time left.
+bench_pass() {
+  local dtype="${1%%@*}" setting="${1#*@}" left=0
+  local name="bench_${dtype}_${setting/:/_b}"
+  if [ "$TIME_LIMIT_S" -gt 0 ]; then
+    left=$((TIME_LIMIT_S - SECONDS))
+    if [ "$left" -lt 30 ]; then
+      echo "--- $name: skipped, ${left} s left of TIME_LIMIT_S=$TIME_LIMIT_S"
+      return 0
+    fi
+  fi
+  echo "--- $name ($(date +%T))"
+  # shellcheck disable=SC2086
+  timeout "$left" python3 tools/analysis_tools/benchmark.py --models $BENCH_MODELS \
+    --dtypes "$dtype" --settings "$setting" --warmup 5 --repeats 20 ${BENCH_ARGS:-} \
+    --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  cat "$OUT/$name.md" 2>/dev/null
+  case $rc in
+    0) ;;
+    124) echo "--- $name: cut short at TIME_LIMIT_S=$TIME_LIMIT_S; the records above were measured" ;;
+    *) tail -30 "$OUT/$name.log"; return 1 ;;
+  esac
+}
 
 status=0
 for stage in $STAGES; do
@@ -51,11 +123,9 @@ for stage in $STAGES; do
         tests/test_ops tests/test_models/test_fast_paths.py -k "(cuda or CUDA) and not compile_for" 2>&1 \
         | tee "$OUT/tests.log" | tail -15 || status=1 ;;
     bench)
-      # shellcheck disable=SC2086
-      python3 tools/analysis_tools/benchmark.py --models $BENCH_MODELS \
-        --settings 224x224:64 --warmup 5 --repeats 20 ${BENCH_ARGS:-} \
-        --out "$OUT/bench" > "$OUT/bench.log" 2>&1 || { tail -30 "$OUT/bench.log"; status=1; }
-      cat "$OUT/bench.md" 2>/dev/null ;;
+      for pass in $BENCH_PASSES; do
+        bench_pass "$pass" || status=1
+      done ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done
