@@ -5,10 +5,13 @@ Importing this package needs only PyTorch (not mmengine or mmcv), so that the
 ops can be built and checked on their own.
 """
 from .ext_loader import ext_info, load_ext
+from .group_mix import (group_mix_dwconv, group_mix_dwconv_reference,
+                        pack_depthwise_weights, unpack_depthwise_weights)
 from .window_partition import (window_partition, window_partition_reference,
                                window_reverse, window_reverse_reference)
 
 __all__ = [
-    'ext_info', 'load_ext', 'window_partition', 'window_partition_reference',
-    'window_reverse', 'window_reverse_reference'
+    'ext_info', 'load_ext', 'group_mix_dwconv', 'group_mix_dwconv_reference',
+    'pack_depthwise_weights', 'unpack_depthwise_weights', 'window_partition',
+    'window_partition_reference', 'window_reverse', 'window_reverse_reference'
 ]
