@@ -166,10 +166,7 @@ def _fake_backward(grad_output, input, weight, kernel_sizes, group_channels,
 def _setup_context(ctx, inputs, output):
     input, weight, bias, kernel_sizes, group_channels, hardswish = (
         inputs + (False, ))[:6]
-    if hardswish:
-        raise RuntimeError(
-            'group_mix_dwconv: the fused Hardswish has no backward; apply '
-            'it outside the op when gradients are needed')
+    ctx.hardswish = hardswish
     ctx.save_for_backward(input, weight)
     ctx.kernel_sizes = list(kernel_sizes)
     ctx.group_channels = list(group_channels)
@@ -177,6 +174,10 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_output):
+    if ctx.hardswish:
+        raise RuntimeError(
+            'group_mix_dwconv: the fused Hardswish has no backward; apply '
+            'it outside the op when gradients are needed')
     input, weight = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
     grad_input = grad_weight = grad_bias = None
