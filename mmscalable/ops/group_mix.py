@@ -22,8 +22,8 @@ The compiled kernels of ``mmscalable._ext`` are registered as the
 ``torch.ops.mmscalable.group_mix_dwconv`` op (and its backward), with
 autograd and a fake implementation, so that ``torch.compile`` and
 ``torch.export`` keep it as one op. Without the extension, for devices or
-dtypes it has no kernel, under ``MMSCALABLE_DISABLE_EXT=1`` or
-``torch.jit.trace``, the pure-PyTorch reference runs instead.
+dtypes it has no kernel, under ``MMSCALABLE_DISABLE_EXT=1``,
+``torch.jit.trace`` or ONNX export, the pure-PyTorch reference runs instead.
 """
 from typing import List, Optional, Sequence
 
@@ -209,9 +209,11 @@ def _register() -> None:
 def has_kernel(tensor: Tensor) -> bool:
     """Whether :func:`group_mix_dwconv` runs the compiled op for ``tensor``'s
     device and dtype (registering its autograd and fake implementations
-    first); False under ``torch.jit.trace``, which would keep the call as an
-    opaque Python op."""
-    if tensor.dtype not in _EXT_DTYPES or torch.jit.is_tracing():
+    first). False under ``torch.jit.trace``, which would keep the call as an
+    opaque Python op, and during ONNX export, which has no ONNX function for
+    the op: both trace the reference instead."""
+    if (tensor.dtype not in _EXT_DTYPES or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
         return False
     ext = load_ext()
     if ext is None:
