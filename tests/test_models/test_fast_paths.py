@@ -11,7 +11,7 @@ from mmscalable.models.layers import attention_impl
 from mmscalable.models.layers.attention_impl import (explicit_attention,
                                                      uses_one_launch)
 from mmscalable.models.layers.fused_convs import (InferenceCache,
-                                                  fold_batch_norm, pad_kernel)
+                                                  fold_batch_norm)
 
 SCALABLE_TINY = dict(
     embed_dims=[16, 32, 48, 64],
@@ -27,7 +27,7 @@ REFINER_TINY = dict(embed_dims=32, depth=2, num_heads=2)
 @pytest.fixture(params=['cpu-choice', 'gpu-choice'], autouse=True)
 def fused_choice(request, monkeypatch):
     """Run every test with the CPU's choices of the fast path and with the
-    GPU's (SDPA, padded one-launch convs) forced onto the CPU."""
+    GPU's (SDPA) forced onto the CPU."""
     if request.param == 'gpu-choice':
         monkeypatch.setattr(attention_impl, 'prefers_one_launch',
                             lambda x: True)
@@ -254,16 +254,7 @@ def test_gma_fast_needs_parameter_free_activation():
 
 
 def test_helpers():
-    weight = torch.randn(4, 1, 3, 3)
     x = torch.randn(1, 4, 9, 9)
-    padded = pad_kernel(weight, 7)
-    assert padded.shape == (4, 1, 7, 7)
-    torch.testing.assert_close(
-        torch.nn.functional.conv2d(x, padded, padding=3, groups=4),
-        torch.nn.functional.conv2d(x, weight, padding=1, groups=4))
-    with pytest.raises(ValueError, match='cannot pad a 3x3 kernel to 6x6'):
-        pad_kernel(weight, 6)
-
     norm = _randomise(torch.nn.BatchNorm2d(4)).eval()
     scale, shift = fold_batch_norm(norm)
     torch.testing.assert_close(
@@ -363,8 +354,8 @@ def no_tf32():
 ])
 def test_fast_matches_reference_on_device(build, dtype, device, fused_choice,
                                           no_tf32):
-    """The fused choices (on a GPU: SDPA with masks at odd sizes, one-launch
-    convs) on fresh random inputs, in eval and training mode (no drop path:
+    """The fused choices (on a GPU: SDPA with masks at odd sizes; the
+    Group-Mix depthwise op) on fresh random inputs, in eval and training mode (no drop path:
     its random draws differ between two models): the outputs, and the
     gradients of the input and of every parameter, against the reference in
     fp32."""

@@ -159,8 +159,8 @@ class _Classifier(torch.nn.Module):
 
     def __init__(self, arch):
         super().__init__()
-        # FLOPs of the model's function: the fast path's padded kernels
-        # would count multiply-adds with zeros.
+        # FLOPs of the model's function, counted on the official
+        # computation (the counter does not see inside the compiled ops).
         self.backbone = GroupMixFormer(
             arch=arch, out_indices=(3, ), final_norm=True,
             attn_impl='reference')

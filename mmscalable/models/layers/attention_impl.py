@@ -53,20 +53,17 @@ def prefers_one_launch(x: Tensor) -> bool:
 
     On a GPU these backbones are bound by kernel launches and memory
     traffic (the reference reaches 2-8% of an H100's bf16 peak), so the fast
-    paths trade a few wasted multiply-adds (zero-padded kernels) for fewer
-    launches, and attend with ``F.scaled_dot_product_attention``, which never
+    paths attend with ``F.scaled_dot_product_attention``, which never
     writes the weights to memory. On the CPU, measured on 2 cores
-    (docs/benchmark/), the padded kernels' extra work and
-    the CPU SDPA kernels on these shapes (thousands of queries, tens to
-    hundreds of keys) are slower than the plain computation, so the fast
-    path computes those parts as the reference does there.
+    (docs/benchmark/), the CPU SDPA kernels on these shapes (thousands of
+    queries, tens to hundreds of keys) are slower than the plain
+    computation, so the fast path attends as the reference does there.
     """
     return x.device.type != 'cpu'
 
 
 def uses_one_launch(impl: str, x: Tensor) -> bool:
-    """Whether ``impl`` runs its fused formulations (SDPA, one-launch convs)
-    for ``x``: ``'fast'`` on a device that :func:`prefers_one_launch`."""
+    """Whether ``impl`` runs its fused formulations (SDPA) for ``x``: ``'fast'`` on a device that :func:`prefers_one_launch`."""
     return impl == 'fast' and prefers_one_launch(x)
 
 

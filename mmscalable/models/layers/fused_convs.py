@@ -2,59 +2,49 @@
 """Conv fusion of Group-Mix Attention's fast path.
 
 Several depthwise convs of different kernel sizes on consecutive channel
-groups run as one conv with kernels zero-padded to the largest size; frozen
-BatchNorms fold into the conv before them; the fused weights are kept
-between inference calls (:class:`InferenceCache`). Whether the padded
-one-launch convs run on a device is decided by
-``attention_impl.uses_one_launch``.
+groups run as one :func:`mmscalable.ops.group_mix_dwconv` (each group with its
+own kernel size, read straight from the token layout) where its compiled
+kernel exists, else as one conv per group; frozen BatchNorms fold into the
+conv before them; the fused weights are kept between inference calls
+(:class:`InferenceCache`).
 """
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-
-def pad_kernel(weight: Tensor, size: int) -> Tensor:
-    """Zero-pad a (C, 1, k, k) depthwise kernel to (C, 1, size, size).
-
-    A centred k x k kernel with padding k // 2 and its zero-padded
-    ``size x size`` version with padding ``size // 2`` give the same output,
-    so depthwise convs of several (odd) kernel sizes run as one conv.
-    """
-    margin = (size - weight.shape[-1]) // 2
-    if margin < 0 or weight.shape[-1] % 2 != size % 2:
-        raise ValueError(f'cannot pad a {weight.shape[-1]}x'
-                         f'{weight.shape[-1]} kernel to {size}x{size}')
-    return F.pad(weight, (margin, ) * 4) if margin else weight
+from mmscalable.ops import pack_depthwise_weights
+from mmscalable.ops.group_mix import has_kernel as group_mix_has_kernel
 
 
-def padded_depthwise_weights(convs: Sequence[nn.Conv2d]
-                             ) -> Tuple[Tensor, Optional[Tensor]]:
-    """The kernels (zero-padded to the largest) and biases of depthwise
-    convs on consecutive channel groups, as one conv's."""
-    size = max(conv.weight.shape[-1] for conv in convs)
-    weight = torch.cat([pad_kernel(conv.weight, size) for conv in convs])
+def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
+    """Whether :func:`mmscalable.ops.group_mix_dwconv` computes the
+    depthwise ``convs`` (odd kernels, stride 1, 'same' zero padding) on
+    ``x``'s device and dtype with its compiled kernel."""
+    return all(
+        conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.kernel_size[0] % 2 == 1 and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.padding == (conv.kernel_size[0] // 2, ) * 2
+        and conv.padding_mode == 'zeros' and conv.groups == conv.in_channels
+        == conv.out_channels for conv in convs) and group_mix_has_kernel(x)
+
+
+def packed_depthwise(convs: Sequence[nn.Conv2d]
+                     ) -> Tuple[Tensor, Optional[Tensor]]:
+    """The kernels (packed for :func:`mmscalable.ops.group_mix_dwconv`) and
+    biases of depthwise convs on consecutive channel groups."""
+    weight = pack_depthwise_weights([conv.weight for conv in convs])
     biases = [conv.bias for conv in convs]
     bias = None if biases[0] is None else torch.cat(biases)
     return weight, bias
 
 
-def grouped_depthwise(x: Tensor,
-                      convs: Sequence[nn.Conv2d],
-                      splits: Sequence[int],
-                      padded: Optional[Tuple[Tensor, Optional[Tensor]]] = None
-                      ) -> Tensor:
+def grouped_depthwise(x: Tensor, convs: Sequence[nn.Conv2d],
+                      splits: Sequence[int]) -> Tensor:
     """Depthwise convs of several kernel sizes on consecutive channel
-    groups of ``x`` (``splits`` channels each): one conv with the
-    ``padded`` weights of :func:`padded_depthwise_weights` if given, else one
-    conv per group."""
-    if padded is not None:
-        weight, bias = padded
-        return F.conv2d(
-            x, weight, bias, padding=weight.shape[-1] // 2,
-            groups=x.shape[1])
+    groups of the map ``x`` (``splits`` channels each), one conv per group."""
     return torch.cat(
         [conv(part) for conv, part in zip(convs, x.split(splits, dim=1))],
         dim=1)

@@ -10,11 +10,14 @@ mmscalable's ScalableViT.
 the official code does. ``impl='fast'`` computes the same with the
 segments' pointwise convs as one grouped conv and the segment norms as one
 BatchNorm (with frozen statistics folded into the convs, the fused weights
-kept between inference calls); on GPUs the segments' depthwise convs and the
-position encoding's head groups also run as one conv each, their kernels
-zero-padded to the largest size (fewer launches for a few more
-multiply-adds; on the CPU the extra work measured slower, so there they
-stay one conv per kernel size).
+kept between inference calls). The segments' depthwise convs (3x3, 5x5,
+7x7) run as one :func:`mmscalable.ops.group_mix_dwconv`, which reads q, k
+and v from the qkv tokens without copying them to maps and gives every
+group its own kernel size; so do the position encoding's head groups, with
+their biases. Without the compiled op (or for a device or dtype it lacks)
+they run one conv per kernel size. The op was measured faster than the
+per-group convs on the CPU; its CUDA kernel is used where it was built but
+its speed on GPUs has not been measured yet.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -27,10 +30,12 @@ from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from mmscalable.registry import MODELS
-from .attention_impl import check_impl, uses_one_launch
+from mmscalable.ops import group_mix_dwconv
+from .attention_impl import check_impl
 from .conv_position_encoding import map_to_tokens
-from .fused_convs import (InferenceCache, fold_batch_norm, grouped_depthwise,
-                          padded_depthwise_weights)
+from .fused_convs import (InferenceCache, depthwise_op_applies,
+                          fold_batch_norm, grouped_depthwise,
+                          packed_depthwise)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -43,9 +48,9 @@ class ConvRelativePositionEncoding(BaseModule):
         head_dims (int): Channels per head.
         head_splits (dict[int, int]): ``{kernel_size: num_heads}`` in head
             order, e.g. ``{3: 2, 5: 3, 7: 3}``.
-        impl (str): ``'fast'`` runs the head groups' convs as one depthwise
-            conv with zero-padded kernels where ``uses_one_launch`` says so
-            (GPUs); ``'reference'`` runs one conv per head group.
+        impl (str): ``'fast'`` runs the head groups' convs as one
+            :func:`mmscalable.ops.group_mix_dwconv` where its compiled kernel
+            exists; ``'reference'`` runs one conv per head group.
             Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
@@ -84,13 +89,22 @@ class ConvRelativePositionEncoding(BaseModule):
             Tensor: (B, heads, N, head_dims).
         """
         B, num_heads, N, head_dims = q.shape
-        padded = None
-        if uses_one_launch(self.impl, value_map):
-            padded = self._cache.get(
+        if self.impl == 'fast' and depthwise_op_applies(self.convs, value_map):
+            weight, bias = self._cache.get(
                 [p for conv in self.convs for p in (conv.weight, conv.bias)],
-                lambda: padded_depthwise_weights(self.convs))
-        encoded = grouped_depthwise(value_map, self.convs,
-                                    self.channel_splits, padded)
+                lambda: packed_depthwise(self.convs))
+            # (B, C, H, W) seen as (B, H, W, 1 stream, C).
+            # Under autocast the map may be of a lower precision than the
+            # weights, which F.conv2d would cast.
+            encoded = group_mix_dwconv(
+                value_map.permute(0, 2, 3, 1).unsqueeze(3),
+                weight.to(value_map.dtype),
+                None if bias is None else bias.to(value_map.dtype),
+                [conv.kernel_size[0] for conv in self.convs],
+                self.channel_splits)
+        else:
+            encoded = grouped_depthwise(value_map, self.convs,
+                                        self.channel_splits)
         return q * encoded.reshape(B, num_heads, head_dims, N).transpose(-2, -1)
 
 
@@ -238,32 +252,44 @@ class GroupMixAttention(BaseModule):
         ]
         return torch.cat(attended, dim=1)
 
-    def _fast_segments(self, qkv: Tensor) -> Tensor:
+    def _fast_segments(self, qkv: Tensor, qkv_tokens: Tensor,
+                       hw_shape: Sequence[int]) -> Tensor:
         """All attended segments with one grouped conv and one norm.
 
         The proxy segments are contiguous channels of ``qkv``; their
-        pointwise kernels, as groups, make one conv, and on GPUs their
-        depthwise kernels, zero-padded to the largest size, another.
+        pointwise kernels, as groups, make one conv, and their depthwise
+        kernels one :func:`mmscalable.ops.group_mix_dwconv` reading
+        ``qkv_tokens`` (B, N, 3C) where its compiled kernel exists.
         """
         seg = self.segment_dims
         num_proxies = len(self.proxy_aggregators)
-        proxies = qkv[:, seg:(num_proxies + 1) * seg]
         norms = self.segment_norms
         frozen = all(
             isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
             and n.running_mean is not None for n in norms)
-        one_launch = uses_one_launch(self.impl, qkv)
+        depthwise = [a.depthwise_conv.conv for a in self.proxy_aggregators]
+        use_op = depthwise_op_applies(depthwise, qkv_tokens)
         if frozen:
-            padded, pw_weight, pw_bias, token_scale, token_shift = (
+            dw_weight, pw_weight, pw_bias, token_scale, token_shift = (
                 self._cache.get(
                     self._fused_sources(norms),
-                    lambda: self._fused_weights(norms, True, one_launch)))
+                    lambda: self._fused_weights(norms, True, use_op)))
         else:
-            padded, pw_weight = self._fused_weights(norms, False, one_launch)
+            dw_weight, pw_weight = self._fused_weights(norms, False, use_op)
             pw_bias = None
-        depthwise = [a.depthwise_conv.conv for a in self.proxy_aggregators]
-        proxies = grouped_depthwise(proxies, depthwise,
-                                    [seg] * num_proxies, padded)
+        if use_op:
+            # q, k and v's proxy channels: (B, H, W, 3 streams, P * seg).
+            proxy_tokens = qkv_tokens.view(
+                qkv_tokens.shape[0], *hw_shape, 3,
+                self.embed_dims)[..., seg:(num_proxies + 1) * seg]
+            proxies = group_mix_dwconv(
+                proxy_tokens, dw_weight.to(proxy_tokens.dtype), None,
+                [conv.kernel_size[0] for conv in depthwise],
+                [seg] * num_proxies)
+        else:
+            proxies = grouped_depthwise(
+                qkv[:, seg:(num_proxies + 1) * seg], depthwise,
+                [seg] * num_proxies)
         proxies = F.conv2d(proxies, pw_weight, pw_bias, groups=num_proxies)
         if frozen:
             tokens = torch.addcmul(
@@ -288,19 +314,19 @@ class GroupMixAttention(BaseModule):
         return sources
 
     def _fused_weights(self, norms: Sequence[nn.Module], fold: bool,
-                       one_launch: bool):
-        """The fused proxy kernels (the padded depthwise ones only for
-        ``one_launch``); with ``fold``, the norms folded in."""
-        padded = padded_depthwise_weights([
+                       packed: bool):
+        """The fused proxy kernels (the packed depthwise ones only for
+        ``packed``, else None); with ``fold``, the norms folded in."""
+        dw_weight = packed_depthwise([
             aggregate.depthwise_conv.conv
             for aggregate in self.proxy_aggregators
-        ]) if one_launch else None
+        ])[0] if packed else None
         pw_weights = [
             aggregate.pointwise_conv.conv.weight
             for aggregate in self.proxy_aggregators
         ]
         if not fold:
-            return padded, torch.cat(pw_weights)
+            return dw_weight, torch.cat(pw_weights)
         (token_scale, token_shift), *proxy_affines = [
             fold_batch_norm(norm) for norm in norms
         ]
@@ -309,7 +335,7 @@ class GroupMixAttention(BaseModule):
             for weight, (scale, _) in zip(pw_weights, proxy_affines)
         ])
         pw_bias = torch.cat([shift for _, shift in proxy_affines])
-        return padded, pw_weight, pw_bias, token_scale, token_shift
+        return dw_weight, pw_weight, pw_bias, token_scale, token_shift
 
     def _batch_norm_segments(self, x: Tensor,
                              norms: Sequence[nn.Module]) -> Tensor:
@@ -348,13 +374,14 @@ class GroupMixAttention(BaseModule):
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         """Attend (B, N, C) tokens of an (H, W) map; same shape out."""
         B, N, C = x.shape
+        qkv_tokens = self.qkv(x)
         # q, k and v stacked on the batch axis (3B, C, H, W): each segment
         # norm normalises the three together, as the official BatchNorms do.
-        qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 3, 1)
+        qkv = qkv_tokens.reshape(B, N, 3, C).permute(2, 0, 3, 1)
         qkv = qkv.reshape(3 * B, C, *hw_shape)
         segments = qkv.split(self.segment_dims, dim=1)
         if self.impl == 'fast':
-            attended = self._fast_segments(qkv)
+            attended = self._fast_segments(qkv, qkv_tokens, hw_shape)
         else:
             attended = self._reference_segments(segments)
         # attended: (3B, C_att, H, W)
