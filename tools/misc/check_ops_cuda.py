@@ -16,7 +16,14 @@ It checks, for window partition / reverse on CUDA:
 2. ``torch.autograd.gradcheck`` in float64,
 3. that bad arguments raise an error (not crash the interpreter),
 4. the time of partition + reverse against the pure-PyTorch reference (CUDA
-   events, warm-up, median of 50 runs).
+   events, warm-up, median of 50 runs),
+
+and times the fused refined attention (Refiner-ViT-S's refiner block at
+224x224 batch 64, 512x512 batch 8 and 1024x1024 batch 2) against the
+reference computation (every expanded map in memory) and the chunked exact
+path, forward and forward + backward, with each one's peak memory. The
+kernels' parity with their references on CUDA is in the CUDA tests
+(``tests/test_ops``), which ``tools/misc/device_check.sh`` runs.
 
 Exits with status 1 if a check fails.
 """
@@ -29,6 +36,7 @@ import types
 
 import torch
 
+DEVICE = 'cuda'
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 # Largest relative error (vs float64) that the rounding of the input to each
@@ -207,6 +215,111 @@ def benchmark(ops, ext, dtypes, warmup, repeats):
                   f'{ref_ms:>9.3f}{ref_ms / ext_ms:>9.2f}x{gbps:>10.0f}')
 
 
+# Refiner-ViT-S refiner blocks: (B, heads, tokens, head dims, hidden maps).
+REFINER_SHAPES = [(64, 12, 197, 32, 36), (8, 12, 1025, 32, 36),
+                  (2, 12, 4097, 32, 36)]
+
+
+def _refiner_modules(heads, hidden, device):
+    """A refiner block's convs and frozen norms with random statistics."""
+    import torch.nn as nn
+    convs = [
+        nn.Conv2d(heads, hidden, 1, bias=False),
+        nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+        nn.Conv2d(hidden, heads, 1, bias=False)
+    ]
+    norms = [nn.BatchNorm2d(c) for c in (hidden, hidden, heads, heads)]
+    for norm in norms:
+        norm.running_mean.uniform_(-0.1, 0.1)
+        norm.running_var.uniform_(0.5, 1.5)
+    return ([c.to(device) for c in convs], [n.to(device).eval() for n in norms])
+
+
+def _folded(convs, norms, scale):
+    """The op's seven tensors from the modules (as RefinedAttention folds
+    them)."""
+    def fold(norm):
+        s = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        return s, norm.bias - norm.running_mean * s
+
+    (s1, t1), (s2, t2), (s3, t3), (s4, t4) = [fold(n) for n in norms]
+    hidden, heads = convs[0].weight.shape[:2]
+    alpha = scale * s4
+    return (convs[0].weight.view(hidden, heads) * s1[:, None], t1,
+            convs[1].weight.view(hidden, 3, 3) * s2[:, None, None], t2,
+            convs[2].weight.view(heads, hidden) * (alpha * s3)[:, None],
+            alpha * t3 + scale * t4, alpha)
+
+
+def _peak_mib(fn):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def benchmark_refined_attention(ops, dtypes, warmup, repeats):
+    """Time fused vs chunked vs reference refined attention, with peaks."""
+    import torch.nn as nn
+    from mmscalable.models.layers.chunked_refined_attention import (
+        RefinementSpec, chunked_refiner_attention, rows_per_chunk)
+    print(f'\n== refined attention (Refiner-ViT-S refiner block), median of '
+          f'{repeats} runs; peak memory above the inputs ==')
+    print(f"{'B,H,N,d':<20}{'dtype':<10}{'pass':<10}{'fused ms':>10}"
+          f"{'chunked ms':>12}{'ref ms':>10}{'fused MiB':>11}"
+          f"{'chunked MiB':>13}{'ref MiB':>10}")
+    for B, H, N, d, E in REFINER_SHAPES:
+        convs, norms = _refiner_modules(H, E, DEVICE)
+        scale = d**-0.5
+        spec = RefinementSpec(*convs, norms=norms,
+                              acts=[nn.ReLU6(), nn.ReLU6()], scale=scale)
+        for dtype in dtypes:
+            attn = torch.rand(B, H, N, N, device=DEVICE).div_(N).to(dtype)
+            value = torch.randn(B, H, N, d, device=DEVICE, dtype=dtype)
+            rows = rows_per_chunk(B, E, N, attn.element_size(), 256 * 2**20)
+            params = [p.detach() for p in _folded(convs, norms, scale)]
+
+            def fused():
+                return ops.refined_attention(attn, value, *params)
+
+            def chunked():
+                return chunked_refiner_attention(spec, attn, value, rows)
+
+            def reference():
+                return ops.refined_attention_reference(attn, value, *params)
+
+            for pass_name in ('forward', 'backward'):
+                row = []
+                for fn in (fused, chunked, reference):
+                    if pass_name == 'backward':
+                        attn.requires_grad_()
+                        value.requires_grad_()
+
+                        def step(fn=fn):
+                            fn().float().sum().backward()
+                    else:
+                        attn.requires_grad_(False)
+                        value.requires_grad_(False)
+
+                        def step(fn=fn):
+                            with torch.no_grad():
+                                fn()
+                    try:
+                        ms = time_cuda_ms(step, warmup, repeats)
+                        mib = _peak_mib(step)
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        ms, mib = float('nan'), float('nan')
+                    row += [ms, mib]
+                print(f'{str((B, H, N, d)):<20}{str(dtype)[6:]:<10}'
+                      f'{pass_name:<10}{row[0]:>10.2f}{row[2]:>12.2f}'
+                      f'{row[4]:>10.2f}{row[1]:>11.0f}{row[3]:>13.0f}'
+                      f'{row[5]:>10.0f}', flush=True)
+                attn.grad = value.grad = None
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
@@ -240,6 +353,8 @@ def main():
     if not args.skip_bench:
         benchmark(ops, ext, [torch.float32, torch.float16, torch.bfloat16],
                   args.warmup, args.repeats)
+        benchmark_refined_attention(ops, [torch.bfloat16, torch.float32],
+                                    args.warmup, min(args.repeats, 10))
     print('\nALL CHECKS PASSED' if ok else '\nSOME CHECKS FAILED')
     return 0 if ok else 1
 
