@@ -69,6 +69,37 @@ def ext_compiled_with_cuda(ext: Optional[ModuleType]) -> bool:
     return ext is not None and bool(ext.compiled_with_cuda())
 
 
+def ext_for(tensor, dtypes) -> Optional[ModuleType]:
+    """The compiled ops module if it has kernels for ``tensor``, else None.
+
+    A kernel exists for CPU tensors, and for CUDA tensors when the module
+    was built with CUDA, in the given ``dtypes``. Under ``torch.jit.trace``
+    and during ONNX export there is none: the tracer would keep the call as
+    an opaque Python op, and ONNX has no operator for it, so both trace the
+    pure-PyTorch reference instead.
+
+    Args:
+        tensor (torch.Tensor): An input of the op.
+        dtypes (Sequence[torch.dtype]): The dtypes the kernels are
+            instantiated for.
+
+    Returns:
+        ModuleType | None: ``mmscalable._ext``, or None.
+    """
+    import torch
+    if (tensor.dtype not in dtypes or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()):
+        return None
+    ext = load_ext()
+    if ext is None:
+        return None
+    if tensor.device.type == 'cpu':
+        return ext
+    if tensor.device.type == 'cuda' and ext_compiled_with_cuda(ext):
+        return ext
+    return None
+
+
 def ext_info() -> dict:
     """Describe the compiled ops module.
 

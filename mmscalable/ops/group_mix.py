@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ext_loader import ext_compiled_with_cuda, load_ext
+from .ext_loader import ext_for, load_ext
 
 OP_NAME = 'mmscalable::group_mix_dwconv'
 BACKWARD_OP_NAME = 'mmscalable::group_mix_dwconv_backward'
@@ -212,15 +212,7 @@ def has_kernel(tensor: Tensor) -> bool:
     first). False under ``torch.jit.trace``, which would keep the call as an
     opaque Python op, and during ONNX export, which has no ONNX function for
     the op: both trace the reference instead."""
-    if (tensor.dtype not in _EXT_DTYPES or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export()):
-        return False
-    ext = load_ext()
-    if ext is None:
-        return False
-    if tensor.device.type == 'cuda' and not ext_compiled_with_cuda(ext):
-        return False
-    if tensor.device.type not in ('cpu', 'cuda'):
+    if ext_for(tensor, _EXT_DTYPES) is None:
         return False
     _register()
     return True

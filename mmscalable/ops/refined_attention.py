@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ext_loader import ext_compiled_with_cuda, load_ext
+from .ext_loader import ext_for
 
 OP_NAMESPACE = 'mmscalable'
 FORWARD_OP = f'{OP_NAMESPACE}::refined_attention_forward'
@@ -121,16 +121,7 @@ def has_fused_kernel(attn: Tensor) -> bool:
     export (and ``torch.jit.trace``, which the TorchScript exporter uses)
     traces the reference instead: ONNX has no such operator.
     """
-    if (attn.dtype not in _KERNEL_DTYPES or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export()):
-        return False
-    ext = load_ext()
-    if ext is None or not hasattr(torch.ops.mmscalable,
-                                  'refined_attention_forward'):
-        return False
-    if attn.device.type == 'cuda' and not ext_compiled_with_cuda(ext):
-        return False
-    if attn.device.type not in ('cpu', 'cuda'):
+    if ext_for(attn, _KERNEL_DTYPES) is None:
         return False
     _register_fake_and_autograd()
     return True

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from .ext_loader import ext_compiled_with_cuda, load_ext
+from .ext_loader import ext_for
 
 # The dtypes the compiled kernels are instantiated for.
 _EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -130,21 +130,11 @@ def _kernels_for(tensor: Tensor):
     fuses its pad and copies into the neighbouring kernels, where an opaque
     extension call would break the graph (and, with the stages' different
     sizes, make it recompile the blocks with dynamic shapes). Under
-    ``torch.jit.trace`` too: the tracer keeps the extension call as an
-    opaque Python op, which the TorchScript ONNX exporter cannot translate
-    (its graph computed NaNs).
+    ``torch.jit.trace`` and ONNX export too (see ``ext_for``).
     """
-    if (tensor.dtype not in _EXT_DTYPES or torch.compiler.is_compiling()
-            or torch.jit.is_tracing()):
+    if torch.compiler.is_compiling():
         return None
-    ext = load_ext()
-    if ext is None:
-        return None
-    if tensor.device.type == 'cpu':
-        return ext
-    if tensor.device.type == 'cuda' and ext_compiled_with_cuda(ext):
-        return ext
-    return None
+    return ext_for(tensor, _EXT_DTYPES)
 
 
 def _partition(x: Tensor, window_size: int) -> Tensor:

@@ -6,26 +6,15 @@ against the pure-PyTorch reference, with gradcheck, under fake tensors,
 ``torch.compile`` and ``torch.export``. Set ``MMSCALABLE_REQUIRE_EXT=1`` to
 turn a missing extension into a failure instead of a skip.
 """
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from ext_marks import EXT_AVAILABLE, requires_cuda_ext, requires_ext
 from mmscalable.ops import (ext_info, group_mix_dwconv,
                             group_mix_dwconv_reference,
                             pack_depthwise_weights, unpack_depthwise_weights)
-
-REQUIRE_EXT = os.environ.get('MMSCALABLE_REQUIRE_EXT', '0') == '1'
-EXT_AVAILABLE = ext_info()['available']
-requires_ext = pytest.mark.skipif(
-    not EXT_AVAILABLE and not REQUIRE_EXT,
-    reason='mmscalable._ext is not built (' + str(ext_info()['error']) +
-    '); set MMSCALABLE_REQUIRE_EXT=1 to fail instead')
-requires_cuda_ext = pytest.mark.skipif(
-    not (torch.cuda.is_available() and ext_info()['cuda']),
-    reason='needs a CUDA device and mmscalable._ext built with CUDA '
-    '(FORCE_CUDA=1)')
 
 # (B, H, W): odd sizes, a single pixel, maps narrower than the kernels and
 # wider than one vector of columns (16) with a remainder.

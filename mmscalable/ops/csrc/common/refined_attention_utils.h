@@ -39,6 +39,21 @@ constexpr int kTaps = kKernelSize * kKernelSize;
 // Rows kept in the kernels' rolling buffers: a row and its neighbours.
 constexpr int kRingRows = kKernelSize;
 
+// The op's seven parameter tensors (norms and scale folded in), contiguous,
+// in the accumulation type, and the sizes they imply.
+template <typename T>
+struct FoldedRefinement {
+  const T* w_expand;     // (E, H)
+  const T* b_expand;     // (E)
+  const T* w_depthwise;  // (E, 3, 3)
+  const T* b_depthwise;  // (E)
+  const T* w_reduce;     // (H, E)
+  const T* b_reduce;     // (H)
+  const T* alpha;        // (H)
+  int64_t heads;
+  int64_t hidden;
+};
+
 template <typename T>
 MMSCALABLE_HOST_DEVICE T relu6(T x) {
   // Written with comparisons (not fmin/fmax) so that compilers vectorise it;

@@ -42,17 +42,7 @@ constexpr int64_t kChunk = 32;
 constexpr int64_t kLanes = 16;
 
 template <typename acc_t>
-struct FoldedParams {
-  const acc_t* w_expand;     // (E, H)
-  const acc_t* b_expand;     // (E)
-  const acc_t* w_depthwise;  // (E, 3, 3)
-  const acc_t* b_depthwise;  // (E)
-  const acc_t* w_reduce;     // (H, E)
-  const acc_t* b_reduce;     // (H)
-  const acc_t* alpha;        // (H)
-  int64_t heads;
-  int64_t hidden;
-};
+using FoldedParams = ra::FoldedRefinement<acc_t>;
 
 // A row-major matrix in a buffer: `rows` x `cols`, rows `stride` apart.
 template <typename acc_t>

@@ -43,15 +43,7 @@ constexpr int kThreads = 256;
 constexpr int kMaxHeads = 32;
 
 template <typename acc_t>
-struct Params {
-  const acc_t* w_expand;     // (E, H)
-  const acc_t* b_expand;     // (E)
-  const acc_t* w_depthwise;  // (E, 3, 3)
-  const acc_t* b_depthwise;  // (E)
-  const acc_t* w_reduce;     // (H, E)
-  const acc_t* b_reduce;     // (H)
-  const acc_t* alpha;        // (H)
-};
+using Params = ra::FoldedRefinement<acc_t>;
 
 struct Shape {
   int64_t heads, hidden, n, dims;
@@ -523,10 +515,15 @@ Params<acc_t> params_of(const at::Tensor& w_expand, const at::Tensor& b_expand,
                         const at::Tensor& b_depthwise,
                         const at::Tensor& w_reduce,
                         const at::Tensor& b_reduce, const at::Tensor& alpha) {
-  return {w_expand.const_data_ptr<acc_t>(),    b_expand.const_data_ptr<acc_t>(),
-          w_depthwise.const_data_ptr<acc_t>(), b_depthwise.const_data_ptr<acc_t>(),
-          w_reduce.const_data_ptr<acc_t>(),    b_reduce.const_data_ptr<acc_t>(),
-          alpha.const_data_ptr<acc_t>()};
+  return {w_expand.const_data_ptr<acc_t>(),
+          b_expand.const_data_ptr<acc_t>(),
+          w_depthwise.const_data_ptr<acc_t>(),
+          b_depthwise.const_data_ptr<acc_t>(),
+          w_reduce.const_data_ptr<acc_t>(),
+          b_reduce.const_data_ptr<acc_t>(),
+          alpha.const_data_ptr<acc_t>(),
+          w_reduce.size(0),
+          w_expand.size(0)};
 }
 
 Shape shape_of(const at::Tensor& attn, const at::Tensor& value,
