@@ -11,7 +11,10 @@ the backbone once per implementation with the same weights:
 * ``reference``: the computation of the official code
   (``attn_impl='reference'``);
 * ``fast``: the default (``attn_impl='fast'``);
-* ``compile``: the fast model under ``torch.compile``.
+* ``compile``: the fast model under ``torch.compile``;
+* ``graphs``: the fast model under ``torch.compile(mode='reduce-overhead')``,
+  which replays CUDA graphs on GPUs (the small variants are launch-bound);
+  on the CPU it compiles as ``compile`` does.
 
 The named models (:func:`named_models`, ``scalablevit-s`` ...) are every
 variant of every family in :data:`mmscalable.models.checkpoint.FAMILIES`,
@@ -80,7 +83,9 @@ from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
 import torch
 import torch.nn as nn
 
-IMPLS = ('reference', 'fast', 'compile')
+IMPLS = ('reference', 'fast', 'compile', 'graphs')
+# The compiled implementations and their torch.compile mode.
+COMPILE_MODES = {'compile': 'default', 'graphs': 'reduce-overhead'}
 MODES = ('inference', 'train')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 # Statuses of records that were not measured because something is wrong (a
@@ -623,7 +628,15 @@ class _ModelPair:
         step changes them, and every timed run starts from the same)."""
         model = self.fast if impl != 'reference' else self.reference
         model.load_state_dict(self.initial_state)
-        return torch.compile(model) if impl == 'compile' else model
+        return compiled(model, impl)
+
+
+def compiled(model: nn.Module, impl: str) -> nn.Module:
+    """``model`` as ``impl`` runs it: under ``torch.compile`` in the mode of
+    :data:`COMPILE_MODES`, or as it is."""
+    if impl not in COMPILE_MODES:
+        return model
+    return torch.compile(model, mode=COMPILE_MODES[impl])
 
 
 def _check_setting(name: str, setting: Setting, pair: _ModelPair,
@@ -706,8 +719,7 @@ def measure_isolated(task: str, result_path: str) -> None:
     impl = task['impl']
     model = builder('reference' if impl == 'reference' else 'fast').to(device)
     measurement = dict(weights_mib=weights_mib(model))
-    if impl == 'compile':
-        model = torch.compile(model)
+    model = compiled(model, impl)
     measurement.update(
         _measure(model, Setting.parse(task['setting']), task['mode'],
                  task['dtype'], device, task['warmup'], task['repeats'],
@@ -788,7 +800,7 @@ def _time_record(name: str, setting: Setting, mode: str, dtype: str, impl: str,
                     run.warmup, run.repeats, run.log),
                 peak_rss_mib=None)
         finally:
-            if impl == 'compile':
+            if impl in COMPILE_MODES:
                 torch._dynamo.reset()
     if record['status'] == 'ok' and macs and run.peak and dtype == 'bf16':
         work = 2 * macs * (3 if mode == 'train' else 1)
@@ -977,7 +989,7 @@ def speedups(results: dict) -> List[dict]:
             results['records']).items():
         ref = by_impl.get('reference')
         row = dict(model=model, setting=setting, mode=mode, dtype=dtype)
-        for impl in ('fast', 'compile'):
+        for impl in ('fast', *COMPILE_MODES):
             r = by_impl.get(impl)
             ok = (ref is not None and r is not None
                   and ref.get('status') == r.get('status') == 'ok')
@@ -1043,7 +1055,7 @@ def markdown_table(results: dict) -> str:
     header += [f'{i} peak MiB' for i in impls] if with_memory else []
     header += [f'{i} peak RSS MiB' for i in impls] if with_rss else []
     header += ['fast / ref']
-    header += ['compile / ref'] if 'compile' in impls else []
+    header += [f'{i} / ref' for i in COMPILE_MODES if i in impls]
     header += ['fast % bf16 peak'] if with_fraction else []
     header += [f'{i} SDPA' for i in sdpa_impls]
     about = (f"Device: {results['device']}, torch {results['torch']}, "
@@ -1078,7 +1090,7 @@ def markdown_table(results: dict) -> str:
             cells += [
                 _cell(by_impl.get(i), 'peak_rss_mib', '.0f') for i in impls
             ]
-        for impl in ('fast', 'compile')[:1 + ('compile' in impls)]:
+        for impl in ['fast'] + [i for i in COMPILE_MODES if i in impls]:
             speedup = ratios[key][f'{impl}_speedup']
             cells.append('-' if speedup is None else f'{speedup:.2f}x')
         if with_fraction:

@@ -445,6 +445,23 @@ def test_compiled_column_on_cpu(model):
     assert all(r['compile_speedup'] for r in speedups(results))
 
 
+@pytest.mark.slow
+def test_cuda_graphs_column():
+    # On the CPU, mode='reduce-overhead' compiles without graphs; the column
+    # and its ratio are what a GPU run fills the same way.
+    model = next(iter(TINY_BUILDERS))
+    results = run_benchmark(
+        [model], [Setting.parse('64x64:2')],
+        modes=('inference', ), dtypes=('fp32', ),
+        impls=('reference', 'fast', 'graphs'), device='cpu', warmup=1,
+        repeats=1, count_model_flops=False, builders=TINY_BUILDERS,
+        log=_quiet)
+    graphs = [r for r in results['records'] if r['impl'] == 'graphs']
+    assert [r['status'] for r in graphs] == ['ok']
+    assert all(r['graphs_speedup'] for r in speedups(results))
+    assert 'graphs / ref' in markdown_table(results)
+
+
 @pytest.mark.parametrize('config', [
     'configs/demo/mask-rcnn_scalablevit-tiny_fpn_demo-coco.py',
     'configs/demo/upernet_groupmixformer-tiny_demo-ade.py',

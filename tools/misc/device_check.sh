@@ -16,7 +16,9 @@
 #          backends, inference and a training step. One pass per BENCH_PASSES
 #          entry (DTYPE@HxW:BATCH), bf16 first: bf16 at 224x224 batch 64,
 #          bf16 at 512x512 batch 8, then the same in fp32. BENCH_ARGS adds
-#          arguments to every pass.
+#          arguments to every pass, e.g. BENCH_ARGS='--impls reference fast
+#          graphs' for the CUDA-graphs column (torch.compile with
+#          mode='reduce-overhead'; it compiles every model first).
 # Before any stage it checks that torch, mmengine, mmcv, yapf, platformdirs
 # and pytest import, and stops at once, naming what is missing.
 #
