@@ -14,11 +14,15 @@
 #          BENCH_MODELS), reference against fast: throughput, latency, peak
 #          GPU memory, FLOPs, fraction of the bf16 peak and the SDPA
 #          backends, inference and a training step. One pass per BENCH_PASSES
-#          entry (DTYPE@HxW:BATCH), bf16 first: bf16 at 224x224 batch 64,
-#          bf16 at 512x512 batch 8, then the same in fp32. BENCH_ARGS adds
-#          arguments to every pass, e.g. BENCH_ARGS='--impls reference fast
-#          graphs' for the CUDA-graphs column (torch.compile with
-#          mode='reduce-overhead'; it compiles every model first).
+#          entry (DTYPE@HxW:BATCH, or DTYPE@HxW:BATCH/MODEL,MODEL for some
+#          models only), bf16 first: bf16 at 224x224 batch 64 and 512x512
+#          batch 8, Refiner-ViT-S at 1024x1024 batch 2, ScalableViT-S and
+#          GroupMixFormer-S at 800x1344 batch 2, then fp32 at 224 and 512.
+#          FLOPs (and so the fraction of the bf16 peak) come from the first
+#          pass. BENCH_ARGS adds arguments to every pass, e.g.
+#          BENCH_ARGS='--impls reference fast graphs' for the CUDA-graphs
+#          column (torch.compile with mode='reduce-overhead'; it compiles
+#          every model first).
 # Before any stage it checks that torch, mmengine, mmcv, yapf, platformdirs
 # and pytest import, and stops at once, naming what is missing.
 #
@@ -51,7 +55,7 @@ OUT="${OUT:-/tmp/device_out}"
 mkdir -p "$OUT"
 STAGES="${STAGES:-build ops tests bench}"
 BENCH_MODELS="${BENCH_MODELS:-all}"
-BENCH_PASSES="${BENCH_PASSES:-bf16@224x224:64 bf16@512x512:8 fp32@224x224:64 fp32@512x512:8}"
+BENCH_PASSES="${BENCH_PASSES:-bf16@224x224:64 bf16@512x512:8 bf16@1024x1024:2/refiner-vit-s bf16@800x1344:2/scalablevit-s,groupmixformer-s fp32@224x224:64 fp32@512x512:8}"
 TIME_LIMIT_S="${TIME_LIMIT_S:-510}"
 export PYTHONUNBUFFERED=1
 
@@ -84,10 +88,20 @@ EOF
 
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 
-# One benchmark pass, DTYPE@HxW:BATCH, within the time left.
+# One benchmark pass, DTYPE@HxW:BATCH[/MODEL,MODEL...], within the time
+# left. FLOPs are counted in the first pass only (tracing each model takes
+# seconds to a minute).
+flops_args=""
 bench_pass() {
-  local dtype="${1%%@*}" setting="${1#*@}" left=0
+  local spec="$1" models="$BENCH_MODELS" left=0
+  if [[ "$spec" == */* ]]; then
+    models="${spec#*/}"
+    models="${models//,/ }"
+    spec="${spec%%/*}"
+  fi
+  local dtype="${spec%%@*}" setting="${spec#*@}"
   local name="bench_${dtype}_${setting/:/_b}"
+  [ "$models" = "$BENCH_MODELS" ] || name="${name}_${models// /_}"
   if [ "$TIME_LIMIT_S" -gt 0 ]; then
     left=$((TIME_LIMIT_S - SECONDS))
     if [ "$left" -lt 30 ]; then
@@ -97,10 +111,11 @@ bench_pass() {
   fi
   echo "--- $name ($(date +%T))"
   # shellcheck disable=SC2086
-  timeout "$left" python3 tools/analysis_tools/benchmark.py --models $BENCH_MODELS \
-    --dtypes "$dtype" --settings "$setting" --warmup 5 --repeats 20 ${BENCH_ARGS:-} \
+  timeout "$left" python3 tools/analysis_tools/benchmark.py --models $models \
+    --dtypes "$dtype" --settings "$setting" --warmup 5 --repeats 20 $flops_args ${BENCH_ARGS:-} \
     --out "$OUT/$name" > "$OUT/$name.log" 2>&1
   local rc=$?
+  flops_args="--no-flops"
   cat "$OUT/$name.md" 2>/dev/null
   case $rc in
     0) ;;
