@@ -112,6 +112,46 @@ def test_group_mix_attention_matches_brute_force(hw):
             rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+def test_group_mix_attention_fast_on_both_sides_of_op_threshold(batch):
+    """The fast path runs the depthwise op on large maps and per-group convs
+    on small ones (on the CPU): both agree with the reference, in training
+    (gradients) and in inference, where the folded weights cached at one
+    size serve the other."""
+    from mmscalable.models.layers.fused_convs import \
+        CPU_DEPTHWISE_OP_MIN_PIXELS
+    torch.manual_seed(0)
+    fast = GroupMixAttention(40).double()
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        for m in fast.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    reference = GroupMixAttention(40, impl='reference').double()
+    reference.load_state_dict(fast.state_dict())
+    side = int(CPU_DEPTHWISE_OP_MIN_PIXELS**0.5)
+    for hw in ((side, side + 1), (5, 7)):
+        x = torch.randn(batch, hw[0] * hw[1], 40, dtype=torch.float64)
+        fast.train()
+        reference.train()
+        grads = []
+        for module in (fast, reference):
+            module.zero_grad()
+            xx = x.clone().requires_grad_()
+            out = module(xx, hw)
+            (out * torch.linspace(-1, 1, out.numel(),
+                                  dtype=out.dtype).view_as(out)).sum().backward()
+            grads.append([out, xx.grad] + [p.grad for p in module.parameters()])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b)
+        fast.eval()
+        reference.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x, hw), reference(x, hw))
+
+
 def test_group_mix_attention_is_registered():
     from mmscalable.registry import MODELS
     attn = MODELS.build(

@@ -95,9 +95,21 @@ class GroupMixBlock(BaseModule):
             add_identity=True)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """Tokens (B, N, C) of an (H, W) map; same shape out. With
+        ``attn_impl='fast'`` the tokens are contiguous (see
+        :class:`GroupMixStage`)."""
 
         def _inner_forward(x):
-            x = self.pos_conv(x, hw_shape)
+            if self.attn.impl == 'fast':
+                # The tokens seen as a channels-last map: the position
+                # encoding's conv keeps that layout and its output is a
+                # token view.
+                B, N, C = x.shape
+                feat = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)
+                x = x + self.pos_conv.proj(feat).permute(0, 2, 3,
+                                                         1).reshape(B, N, C)
+            else:
+                x = self.pos_conv(x, hw_shape)
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 
@@ -157,6 +169,15 @@ class GroupMixStage(BaseModule):
         """(B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride))."""
         x = self.patch_embed(x)
         hw_shape = x.shape[2:]
+        if self.blocks and self.blocks[0].attn.impl == 'fast':
+            # Contiguous tokens (a view of a channels-last map), so that the
+            # norms and linear layers of every block read them in place; the
+            # output is a channels-last view of them.
+            B, C, H, W = x.shape
+            tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
+            for block in self.blocks:
+                tokens = block(tokens, hw_shape)
+            return tokens.view(B, H, W, C).permute(0, 3, 1, 2)
         tokens = map_to_tokens(x)
         for block in self.blocks:
             tokens = block(tokens, hw_shape)
@@ -280,6 +301,7 @@ class GroupMixFormer(BaseBackbone):
         self.embed_dims = list(self.arch_settings['embed_dims'])
         depths = self.arch_settings['depths']
         self.in_channels = in_channels
+        self.attn_impl = attn_impl
         self.out_indices = parse_out_indices(out_indices, self.num_stages)
         self.final_norm = final_norm
 
@@ -363,6 +385,10 @@ class GroupMixFormer(BaseBackbone):
         check_image_input(x, self.in_channels,
                           self.stem_stride * math.prod(self.stage_strides),
                           type(self).__name__)
+        if self.attn_impl == 'fast':
+            # The convs run channels-last (faster with oneDNN), so the first
+            # stage's tokens are a view of its patch embedding.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         last = self.num_stages - 1

@@ -31,6 +31,21 @@ def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
         == conv.out_channels for conv in convs) and group_mix_has_kernel(x)
 
 
+# On the CPU, maps of fewer pixels than this run faster as one oneDNN conv
+# per group: measured on GroupMixFormer-S's proxy shapes, one thread, the op
+# took 1.2-2.4x the time of the per-group convs at 7x7 to 56x56 maps, 0.8x
+# at 64x64 and 0.5x at 128x128.
+CPU_DEPTHWISE_OP_MIN_PIXELS = 64 * 64
+
+
+def depthwise_op_pays(x: Tensor, hw_shape: Sequence[int]) -> bool:
+    """Whether :func:`mmscalable.ops.group_mix_dwconv` is the faster way to
+    run depthwise convs on an (H, W) map of ``x``'s device (on the CPU: large
+    maps only; elsewhere always)."""
+    return (x.device.type != 'cpu'
+            or hw_shape[0] * hw_shape[1] >= CPU_DEPTHWISE_OP_MIN_PIXELS)
+
+
 def packed_depthwise(convs: Sequence[nn.Conv2d]
                      ) -> Tuple[Tensor, Optional[Tensor]]:
     """The kernels (packed for :func:`mmscalable.ops.group_mix_dwconv`) and

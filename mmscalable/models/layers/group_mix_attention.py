@@ -7,17 +7,21 @@ the map size ``hw_shape = (H, W)``, like the attentions of mmseg's MiT and
 mmscalable's ScalableViT.
 
 ``impl='reference'`` runs one conv module per segment and per head group, as
-the official code does. ``impl='fast'`` computes the same with the
-segments' pointwise convs as one grouped conv and the segment norms as one
-BatchNorm (with frozen statistics folded into the convs, the fused weights
-kept between inference calls). The segments' depthwise convs (3x3, 5x5,
-7x7) run as one :func:`mmscalable.ops.group_mix_dwconv`, which reads q, k
-and v from the qkv tokens without copying them to maps and gives every
-group its own kernel size; so do the position encoding's head groups, with
-their biases. Without the compiled op (or for a device or dtype it lacks)
-they run one conv per kernel size. The op was measured faster than the
-per-group convs on the CPU; its CUDA kernel is used where it was built but
-its speed on GPUs has not been measured yet.
+the official code does. ``impl='fast'`` computes the same function without
+transposing (B, N, C) tokens: the attended segments of q, k and v become one
+(3B, C_att, H, W) map (the depthwise kernels of the segments in one
+:func:`mmscalable.ops.group_mix_dwconv` reading the qkv tokens, the token
+segment as a 1x1 kernel of ones, on maps of at least 64x64 pixels on the
+CPU, else one conv per kernel size; the pointwise kernels as one batched
+product; the segment norms as one BatchNorm, frozen statistics folded into
+the pointwise kernels and kept between inference calls), attended per head
+along its contiguous pixel axis; the local branch runs channels-last on
+the qkv tokens, and the output projection takes the attended map
+transposed and the local tokens through its split weight instead of a
+concatenation. The position encoding's head groups run the same way, with
+their biases. The op was measured faster than the per-group convs on
+large maps on the CPU; its CUDA kernel is used where it was built but its
+speed on GPUs has not been measured yet.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -34,8 +38,8 @@ from mmscalable.ops import group_mix_dwconv
 from .attention_impl import check_impl
 from .conv_position_encoding import map_to_tokens
 from .fused_convs import (InferenceCache, depthwise_op_applies,
-                          fold_batch_norm, grouped_depthwise,
-                          packed_depthwise)
+                          depthwise_op_pays, fold_batch_norm,
+                          grouped_depthwise, packed_depthwise)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -89,23 +93,34 @@ class ConvRelativePositionEncoding(BaseModule):
             Tensor: (B, heads, N, head_dims).
         """
         B, num_heads, N, head_dims = q.shape
-        if self.impl == 'fast' and depthwise_op_applies(self.convs, value_map):
-            weight, bias = self._cache.get(
-                [p for conv in self.convs for p in (conv.weight, conv.bias)],
-                lambda: packed_depthwise(self.convs))
-            # (B, C, H, W) seen as (B, H, W, 1 stream, C).
-            # Under autocast the map may be of a lower precision than the
-            # weights, which F.conv2d would cast.
-            encoded = group_mix_dwconv(
-                value_map.permute(0, 2, 3, 1).unsqueeze(3),
-                weight.to(value_map.dtype),
-                None if bias is None else bias.to(value_map.dtype),
-                [conv.kernel_size[0] for conv in self.convs],
-                self.channel_splits)
+        if self.impl == 'fast':
+            encoded = self.encode(value_map)
         else:
             encoded = grouped_depthwise(value_map, self.convs,
                                         self.channel_splits)
         return q * encoded.reshape(B, num_heads, head_dims, N).transpose(-2, -1)
+
+    def encode(self, value_map: Tensor) -> Tensor:
+        """The head groups' convs of ``value_map`` (B, heads * head_dims, H,
+        W): one :func:`mmscalable.ops.group_mix_dwconv` where its compiled
+        kernel exists, else one conv per group. Returns a contiguous map of
+        the same shape."""
+        if not (depthwise_op_applies(self.convs, value_map)
+                and depthwise_op_pays(value_map, value_map.shape[-2:])):
+            return grouped_depthwise(value_map, self.convs,
+                                     self.channel_splits)
+        weight, bias = self._cache.get(
+            [p for conv in self.convs for p in (conv.weight, conv.bias)],
+            lambda: packed_depthwise(self.convs))
+        # (B, C, H, W) seen as (B, H, W, 1 stream, C).
+        # Under autocast the map may be of a lower precision than the
+        # weights, which F.conv2d would cast.
+        return group_mix_dwconv(
+            value_map.permute(0, 2, 3, 1).unsqueeze(3),
+            weight.to(value_map.dtype),
+            None if bias is None else bias.to(value_map.dtype),
+            [conv.kernel_size[0] for conv in self.convs],
+            self.channel_splits)
 
 
 @MODELS.register_module()
@@ -252,54 +267,69 @@ class GroupMixAttention(BaseModule):
         ]
         return torch.cat(attended, dim=1)
 
-    def _fast_segments(self, qkv: Tensor, qkv_tokens: Tensor,
-                       hw_shape: Sequence[int]) -> Tensor:
-        """All attended segments with one grouped conv and one norm.
+    def _fast_segments(self, qkv: Tensor, inplace: bool) -> Tensor:
+        """All attended segments with one depthwise op and one batched
+        pointwise product: (3B, C_att, H, W), q, k and v stacked.
 
-        The proxy segments are contiguous channels of ``qkv``; their
-        pointwise kernels, as groups, make one conv, and their depthwise
-        kernels one :func:`mmscalable.ops.group_mix_dwconv` reading
-        ``qkv_tokens`` (B, N, 3C) where its compiled kernel exists.
+        The token segment is a group of its own, with a 1x1 depthwise kernel
+        of ones and an identity pointwise kernel; the proxies' pointwise
+        kernels make the other blocks of a block-diagonal product. Frozen
+        BatchNorms are folded into the pointwise kernels and biases.
+
+        Args:
+            qkv (Tensor): The qkv projection as a (B, H, W, 3, C) view.
+            inplace (bool): Whether the activation may overwrite its input
+                (no autograd).
         """
+        B, H, W = qkv.shape[:3]
         seg = self.segment_dims
-        num_proxies = len(self.proxy_aggregators)
+        num_groups = len(self.proxy_aggregators) + 1
         norms = self.segment_norms
         frozen = all(
             isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
             and n.running_mean is not None for n in norms)
         depthwise = [a.depthwise_conv.conv for a in self.proxy_aggregators]
-        use_op = depthwise_op_applies(depthwise, qkv_tokens)
+        tokens = qkv[..., :num_groups * seg]
+        use_op = depthwise_op_applies(depthwise, qkv) and depthwise_op_pays(
+            qkv, (H, W))
         if frozen:
-            dw_weight, pw_weight, pw_bias, token_scale, token_shift = (
-                self._cache.get(
-                    self._fused_sources(norms),
-                    lambda: self._fused_weights(norms, True, use_op)))
+            # Packed kernels too, whichever way this call runs: the cache
+            # serves calls at other map sizes.
+            dw_weight, pw_weight, pw_bias = self._cache.get(
+                self._fused_sources(norms),
+                lambda: self._fused_weights(norms, True, True))
         else:
-            dw_weight, pw_weight = self._fused_weights(norms, False, use_op)
-            pw_bias = None
+            dw_weight, pw_weight, pw_bias = self._fused_weights(
+                norms, False, use_op)
+        dtype = qkv.dtype
         if use_op:
-            # q, k and v's proxy channels: (B, H, W, 3 streams, P * seg).
-            proxy_tokens = qkv_tokens.view(
-                qkv_tokens.shape[0], *hw_shape, 3,
-                self.embed_dims)[..., seg:(num_proxies + 1) * seg]
-            proxies = group_mix_dwconv(
-                proxy_tokens, dw_weight.to(proxy_tokens.dtype), None,
-                [conv.kernel_size[0] for conv in depthwise],
-                [seg] * num_proxies)
+            maps = group_mix_dwconv(
+                tokens, dw_weight.to(dtype), None,
+                [1] + [conv.kernel_size[0] for conv in depthwise],
+                [seg] * num_groups)
         else:
-            proxies = grouped_depthwise(
-                qkv[:, seg:(num_proxies + 1) * seg], depthwise,
-                [seg] * num_proxies)
-        proxies = F.conv2d(proxies, pw_weight, pw_bias, groups=num_proxies)
-        if frozen:
-            tokens = torch.addcmul(
-                token_shift.to(qkv.dtype).view(-1, 1, 1), qkv[:, :seg],
-                token_scale.to(qkv.dtype).view(-1, 1, 1))
-            attended = torch.cat([tokens, proxies], dim=1)
+            maps = tokens.permute(3, 0, 4, 1, 2).reshape(
+                3 * B, num_groups * seg, H, W)
+            maps = torch.cat([
+                maps[:, :seg],
+                grouped_depthwise(maps[:, seg:], depthwise,
+                                  [seg] * (num_groups - 1))
+            ], dim=1)
+        # Pointwise kernels as a batched product over (3B * groups) blocks.
+        maps = maps.view(3 * B * num_groups, seg, H * W)
+        pw_weight = pw_weight.to(dtype).repeat(3 * B, 1, 1)
+        if pw_bias is None:
+            out = torch.bmm(pw_weight, maps)
         else:
-            attended = self._batch_norm_segments(
-                torch.cat([qkv[:, :seg], proxies], dim=1), norms)
-        return self.token_act(attended)
+            out = torch.baddbmm(
+                pw_bias.to(dtype).view(num_groups, seg, 1).repeat(3 * B, 1, 1),
+                pw_weight, maps)
+        out = out.view(3 * B, num_groups * seg, H, W)
+        if not frozen:
+            out = self._batch_norm_segments(out, norms)
+        if inplace and isinstance(self.token_act, nn.Hardswish):
+            return F.hardswish(out, inplace=True)
+        return self.token_act(out)
 
     def _fused_sources(self, norms: Sequence[nn.Module]) -> List[Tensor]:
         sources = []
@@ -309,70 +339,68 @@ class GroupMixAttention(BaseModule):
                 aggregate.pointwise_conv.conv.weight
             ]
         for norm in norms:
+            # A training-mode forward updates the running statistics inside
+            # the batch_norm kernel, which leaves their version counters
+            # alone; its num_batches_tracked.add_(1) moves.
             sources += [norm.running_mean, norm.running_var]
+            if norm.num_batches_tracked is not None:
+                sources.append(norm.num_batches_tracked)
             sources += [p for p in (norm.weight, norm.bias) if p is not None]
         return sources
 
     def _fused_weights(self, norms: Sequence[nn.Module], fold: bool,
                        packed: bool):
-        """The fused proxy kernels (the packed depthwise ones only for
-        ``packed``, else None); with ``fold``, the norms folded in."""
-        dw_weight = packed_depthwise([
+        """The fused kernels of the attended segments, token segment first:
+        the packed depthwise ones (only for ``packed``, else None; a 1x1
+        kernel of ones for the token segment), the pointwise ones as
+        (groups, C_seg, C_seg) blocks and their biases (None unless
+        ``fold``); with ``fold``, the norms folded in."""
+        seg = self.segment_dims
+        depthwise = [
             aggregate.depthwise_conv.conv
             for aggregate in self.proxy_aggregators
-        ])[0] if packed else None
+        ]
+        dw_weight = None
+        if packed:
+            dw_weight = torch.cat([
+                depthwise[0].weight.new_ones(seg),
+                packed_depthwise(depthwise)[0]
+            ])
         pw_weights = [
-            aggregate.pointwise_conv.conv.weight
+            aggregate.pointwise_conv.conv.weight.view(seg, seg)
             for aggregate in self.proxy_aggregators
         ]
+        identity = torch.eye(
+            seg, dtype=pw_weights[0].dtype, device=pw_weights[0].device)
         if not fold:
-            return dw_weight, torch.cat(pw_weights)
-        (token_scale, token_shift), *proxy_affines = [
-            fold_batch_norm(norm) for norm in norms
-        ]
-        pw_weight = torch.cat([
-            weight * scale.view(-1, 1, 1, 1)
-            for weight, (scale, _) in zip(pw_weights, proxy_affines)
+            return dw_weight, torch.stack([identity] + pw_weights), None
+        affines = [fold_batch_norm(norm) for norm in norms]
+        pw_weight = torch.stack([
+            weight * scale.view(-1, 1)
+            for weight, (scale, _) in zip([identity] + pw_weights, affines)
         ])
-        pw_bias = torch.cat([shift for _, shift in proxy_affines])
-        return dw_weight, pw_weight, pw_bias, token_scale, token_shift
+        pw_bias = torch.cat([shift for _, shift in affines])
+        return dw_weight, pw_weight, pw_bias
 
     def _batch_norm_segments(self, x: Tensor,
                              norms: Sequence[nn.Module]) -> Tensor:
-        """Apply the segment norms to their channels of ``x``.
-
-        Plain BatchNorms with the same settings normalise each channel on
-        its own, so they run as one over the concatenated channels, and
-        their running statistics are written back; any other norm (SyncBN
-        among them) runs per segment.
-        """
-        first = norms[0]
-        same_bn = all(
-            type(n) is nn.BatchNorm2d and n.eps == first.eps
-            and n.momentum == first.momentum and n.momentum is not None
-            and n.affine and n.track_running_stats for n in norms)
-        if not same_bn:
-            return torch.cat([
-                norm(part) for norm, part in zip(
-                    norms, x.split(self.segment_dims, dim=1))
-            ], dim=1)
-        running_mean = torch.cat([n.running_mean for n in norms])
-        running_var = torch.cat([n.running_var for n in norms])
-        out = F.batch_norm(x, running_mean, running_var,
-                           torch.cat([n.weight for n in norms]),
-                           torch.cat([n.bias for n in norms]), True,
-                           first.momentum, first.eps)
-        with torch.no_grad():
-            for norm, mean, var in zip(
-                    norms, running_mean.split(self.segment_dims),
-                    running_var.split(self.segment_dims)):
-                norm.running_mean.copy_(mean)
-                norm.running_var.copy_(var)
-                norm.num_batches_tracked.add_(1)
-        return out
+        """Apply the segment norms to their channels of ``x``, each its own
+        norm (one call per segment: one BatchNorm over the concatenated
+        channels needed more kernels for its concatenated parameters and
+        running statistics than the four it replaced)."""
+        return torch.cat([
+            norm(part)
+            for norm, part in zip(norms, x.split(self.segment_dims, dim=1))
+        ], dim=1)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         """Attend (B, N, C) tokens of an (H, W) map; same shape out."""
+        if self.impl == 'fast':
+            return self._fast_forward(x, hw_shape)
+        return self._reference_forward(x, hw_shape)
+
+    def _reference_forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """The official computation."""
         B, N, C = x.shape
         qkv_tokens = self.qkv(x)
         # q, k and v stacked on the batch axis (3B, C, H, W): each segment
@@ -380,10 +408,7 @@ class GroupMixAttention(BaseModule):
         qkv = qkv_tokens.reshape(B, N, 3, C).permute(2, 0, 3, 1)
         qkv = qkv.reshape(3 * B, C, *hw_shape)
         segments = qkv.split(self.segment_dims, dim=1)
-        if self.impl == 'fast':
-            attended = self._fast_segments(qkv, qkv_tokens, hw_shape)
-        else:
-            attended = self._reference_segments(segments)
+        attended = self._reference_segments(segments)
         # attended: (3B, C_att, H, W)
         value_map = attended[2 * B:]
         q, k, v = attended.reshape(3, B, self.num_heads, self.head_dims,
@@ -402,3 +427,59 @@ class GroupMixAttention(BaseModule):
         out = out.transpose(1, 2).reshape(B, N, -1)
         out = self.proj(torch.cat([out, local], dim=-1))
         return self.proj_drop(out)
+
+    def _fast_forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """The same function with the attended channels kept as (3B, C_att,
+        N) maps (q, k and v stacked, channels by head), the local branch in
+        the token layout (channels-last convs) and the projection split
+        between the two, so that no (B, N, C) tensor is transposed."""
+        B, N, C = x.shape
+        H, W = hw_shape
+        seg = self.segment_dims
+        qkv = self.qkv(x.reshape(B * N, C)).view(B, H, W, 3, C)
+        inplace = not torch.is_grad_enabled()
+
+        attended = self._fast_segments(qkv, inplace)  # (3B, C_att, H, W)
+        q, k, v = attended.view(3, B * self.num_heads, self.head_dims,
+                                N).unbind(0)
+
+        # The local branch on a channels-last (B, 3 * C_seg, H, W) map of
+        # q's, k's and v's last segments (the convs keep that layout, so its
+        # tokens are a view).
+        local = qkv[..., (len(self.proxy_aggregators) + 1) * seg:]
+        local = local.reshape(B, H, W, 3 * seg).permute(0, 3, 1, 2)
+        local = self.local_aggregator(local).permute(0, 2, 3, 1)
+        local = self.local_act(self.local_norm(local.reshape(B * N, seg)))
+
+        # Factorised attention on (B * heads, head_dims, N) maps, plus the
+        # position encoding: out = q * crpe(v) + scale * context^T q.
+        context = k.softmax(dim=-1) @ v.transpose(-2, -1)
+        encoded = self.crpe.encode(attended[2 * B:])
+        encoded = encoded.view(B * self.num_heads, self.head_dims, N)
+        if inplace:
+            out = encoded.mul_(q).baddbmm_(
+                context.transpose(-2, -1), q, alpha=self.scale)
+        else:
+            out = torch.baddbmm(
+                q * encoded, context.transpose(-2, -1), q, alpha=self.scale)
+        out = out.view(B, C - seg, N)
+
+        # proj(cat([out^T, local])): the projection's columns split between
+        # the attended channels (read transposed) and the local ones.
+        weight, bias = self.proj.weight, self.proj.bias
+        if torch.is_autocast_enabled(x.device.type):
+            out = torch.cat(
+                [out.transpose(1, 2),
+                 local.view(B, N, seg).to(out.dtype)], dim=-1)
+            return self.proj_drop(self.proj(out))
+        local = local.view(B, N, seg)
+        if B == 1:
+            y = torch.addmm(bias, out[0].t(), weight[:, :C - seg].t())
+            y = y.addmm_(local[0], weight[:, C - seg:].t()) if inplace else (
+                y.addmm(local[0], weight[:, C - seg:].t()))
+        else:
+            y = torch.baddbmm(bias, out.transpose(1, 2),
+                              weight[:, :C - seg].t().expand(B, -1, -1))
+            y = torch.baddbmm(y, local,
+                              weight[:, C - seg:].t().expand(B, -1, -1))
+        return self.proj_drop(y.view(B, N, C))
