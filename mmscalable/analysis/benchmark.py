@@ -549,14 +549,20 @@ def _failure(error: BaseException, stage: str) -> Tuple[str, str]:
     return ('out of memory' if _is_oom(error) else 'error'), reason
 
 
-def _measure(model: nn.Module, setting: Setting, mode: str, dtype: str,
-             device: torch.device, warmup: int, repeats: int,
-             log: Callable[[str], None]) -> dict:
+def _measure(model: nn.Module,
+             setting: Setting,
+             mode: str,
+             dtype: str,
+             device: torch.device,
+             warmup: int,
+             repeats: int,
+             log: Callable[[str], None],
+             count_sdpa: bool = True) -> dict:
     """:func:`time_model` with ``status`` 'ok', or the status ('out of
     memory', 'error') and ``error``, the reason, of its failure."""
     try:
         timing = time_model(model, setting, mode, DTYPES[dtype], device,
-                            warmup, repeats)
+                            warmup, repeats, count_sdpa)
     except Exception as error:  # noqa: B902  (recorded; the run goes on)
         status, reason = _failure(error, f'{mode} {dtype}')
         if status == 'error':
@@ -720,11 +726,18 @@ def measure_isolated(task: str, result_path: str) -> None:
     model = builder('reference' if impl == 'reference' else 'fast').to(device)
     measurement = dict(weights_mib=weights_mib(model))
     model = compiled(model, impl)
+    setting = Setting.parse(task['setting'])
+    # The profiler's own allocations would count in the peak: the SDPA
+    # backends are read after it.
     measurement.update(
-        _measure(model, Setting.parse(task['setting']), task['mode'],
-                 task['dtype'], device, task['warmup'], task['repeats'],
-                 print))
+        _measure(model, setting, task['mode'], task['dtype'], device,
+                 task['warmup'], task['repeats'], print, count_sdpa=False))
     measurement.update(peak_rss_mib=peak_rss_mib(), base_rss_mib=base)
+    if measurement['status'] == 'ok':
+        x = torch.randn(setting.batch, 3, setting.height, setting.width,
+                        device=device)
+        measurement['sdpa_backends'] = sdpa_backends(
+            _forward_fn(model, x, task['mode'], DTYPES[task['dtype']]))
     with open(result_path, 'w') as f:
         json.dump(measurement, f)
 
