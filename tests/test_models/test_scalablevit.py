@@ -157,3 +157,44 @@ def test_converter_names_unknown_keys():
 def test_bad_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ScalableViT(**kwargs)
+
+
+@pytest.mark.parametrize('attn_type', ['iwsa', 'ssa'])
+def test_block_eval_forward_equals_training_forward_without_dropout(
+        attn_type):
+    """Eval-mode blocks call the MLP's layers directly; with no dropout the
+    result is that of FFN's own forward, which training mode runs."""
+    from mmscalable.models.backbones.scalablevit import ScalableViTBlock
+    torch.manual_seed(0)
+    block = ScalableViTBlock(
+        32, 2, attn_type=attn_type, spatial_ratio=2, channel_ratio=1.25)
+    x = torch.randn(2, 9 * 11, 32)
+    with torch.no_grad():
+        expected = block.train()(x, (9, 11))
+        out = block.eval()(x, (9, 11))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # A layer swapped in afterwards is the one the eval forward calls.
+    block.ffn.layers[1] = torch.nn.Linear(128, 32)
+    with torch.no_grad():
+        assert not torch.equal(block(x, (9, 11)), out)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('hw', [(14, 21), (9, 13)])
+def test_iwsa_cpu_fast_path_matches_reference(dtype, hw):
+    """The CPU's fast path (head-split windows and batched matmuls) against
+    the reference, unpadded and padded, under autocast too."""
+    torch.manual_seed(0)
+    fast = InteractiveWindowAttention(32, 4, window_size=7).eval()
+    reference = InteractiveWindowAttention(
+        32, 4, window_size=7, impl='reference').eval()
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(2, hw[0] * hw[1], 32)
+    with torch.no_grad(), torch.autocast(
+            'cpu', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out = fast(x, hw)
+        expected = reference(x, hw)
+    assert out.dtype == expected.dtype and out.is_contiguous()
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(
+        out.float(), expected.float(), rtol=tol, atol=tol)

@@ -12,8 +12,11 @@ cut with reshapes; ``'fast'`` (the default) attends on GPUs with
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels, with a
 key mask for padded windows) and cuts windows with the extension's kernels.
 On the CPU, where SDPA measured slower on these shapes, it attends
-explicitly (``attention_impl.uses_one_launch``). The benchmark times one
-against the other; the tests check that they agree.
+explicitly (``attention_impl.uses_one_launch``), with fewer copies and
+calls than the reference: IWSA cuts the qkv map into per-head windows with
+one copy and attends with batched matmuls, SSA projects the reduced context
+with a matmul on the tokens instead of a 1x1 convolution. The benchmark
+times one against the other; the tests check that they agree.
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -27,7 +30,7 @@ from torch import Tensor
 from mmscalable.ops import (window_partition, window_partition_reference,
                             window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
-from .attention_impl import attend, check_impl
+from .attention_impl import attend, check_impl, uses_one_launch
 from .conv_position_encoding import map_to_tokens, tokens_to_map
 
 
@@ -140,6 +143,8 @@ class ScalableSelfAttention(BaseModule):
             self.kv = nn.Linear(embed_dims, 2 * embed_dims, bias=qkv_bias)
             value_dims = embed_dims
         self.value_dims = value_dims
+        # Keys and values from one projection ``kv`` (else ``k`` and ``v``).
+        self.joint_kv = shared_kv or self.spatial_ratio == 1
         self.proj = nn.Linear(value_dims, embed_dims)
         self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj_drop = nn.Dropout(proj_drop_rate)
@@ -152,12 +157,22 @@ class ScalableSelfAttention(BaseModule):
         pad_w = -hw_shape[1] % ratio
         if pad_h or pad_w:
             context = F.pad(context, (0, pad_w, 0, pad_h))
-        context = self.channel_projection(self.spatial_reduction(context))
-        return self.act(self.norm(map_to_tokens(context)))
+        context = self.spatial_reduction(context)
+        if self.impl == 'fast' and not uses_one_launch(self.impl, x):
+            # The 1x1 projection as the matmul it is, on the tokens: the
+            # CPU takes a slower convolution kernel for it.
+            projection = self.channel_projection
+            context = F.linear(
+                map_to_tokens(context), projection.weight.flatten(1),
+                projection.bias)
+        else:
+            context = map_to_tokens(self.channel_projection(context))
+        return self.act(self.norm(context))
 
     def _split_heads(self, x: Tensor) -> Tensor:
         """(B, N, heads * d) to (B, heads, N, d)."""
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads,
+                         -1).transpose(1, 2)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         """Forward.
@@ -173,7 +188,7 @@ class ScalableSelfAttention(BaseModule):
         query = self._split_heads(self.q(x))
         context = (
             self.reduce_context(x, hw_shape) if self.spatial_ratio > 1 else x)
-        if hasattr(self, 'kv'):
+        if self.joint_kv:
             key, value = self.kv(context).chunk(2, dim=-1)
         else:
             key, value = self.k(context), self.v(context)
@@ -208,11 +223,11 @@ class InteractiveWindowAttention(BaseModule):
             Defaults to 0.
         proj_drop_rate (float): Dropout after the output projection.
             Defaults to 0.
-        impl (str): ``'fast'`` (``F.scaled_dot_product_attention`` over all
-            windows on GPUs, the extension's window partition) or
-            ``'reference'``
-            (explicit softmax, windows cut with reshapes, as the official
-            code). Defaults to ``'fast'``.
+        impl (str): ``'fast'`` (on GPUs ``F.scaled_dot_product_attention``
+            over all windows, cut with the extension's window partition; on
+            the CPU explicit softmax over per-head windows cut with one copy)
+            or ``'reference'`` (explicit softmax, windows cut with reshapes,
+            as the official code). Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -297,6 +312,8 @@ class InteractiveWindowAttention(BaseModule):
         Returns:
             Tensor: Tokens of shape (B, H * W, C).
         """
+        if self.impl == 'fast' and not uses_one_launch(self.impl, x):
+            return self._forward_head_windows(x, hw_shape)
         B, N, C = x.shape
         H, W = hw_shape
         ws = self.window_size
@@ -320,6 +337,54 @@ class InteractiveWindowAttention(BaseModule):
         else:
             out = window_reverse(out, ws, H, W)
         return self.proj_drop(self.proj(out.view(B, N, C) + local))
+
+    def _forward_head_windows(self, x: Tensor,
+                              hw_shape: Sequence[int]) -> Tensor:
+        """The fast path where the weights are materialised (the CPU).
+
+        One copy cuts the qkv map into the windows of every head, laid out
+        as the contiguous (windows * heads, ws * ws, head_dim) matrices that
+        ``torch.bmm`` takes, and one copy puts the outputs back in raster
+        order. After the other paths' window partition, the matmuls copy
+        the strided q, k and v of each head again, and the output is copied
+        once more before the window reverse; on the small maps of the later
+        stages the per-call checks of the partition and reverse ops also
+        cost more than cutting the windows.
+        """
+        B, N, C = x.shape
+        H, W = hw_shape
+        ws = self.window_size
+        heads = self.num_heads
+        head_dims = C // heads
+        qkv = self.qkv(x)
+        value_map = tokens_to_map(qkv[..., 2 * C:], hw_shape)
+        local = map_to_tokens(self.local_interaction(value_map))
+
+        pad_h = -H % ws
+        pad_w = -W % ws
+        qkv = qkv.view(B, H, W, 3 * C)
+        if pad_h or pad_w:
+            qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+        rows = (H + pad_h) // ws
+        cols = (W + pad_w) // ws
+        # (B, rows, ws, cols, ws, 3, heads, d) -> (3, B, rows, cols, heads,
+        # ws, ws, d): q, k and v of each window and head, contiguous.
+        qkv = qkv.view(B, rows, ws, cols, ws, 3, heads, head_dims).permute(
+            5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, head_dims)
+        query, key, value = qkv.unbind(0)
+        attn = torch.bmm(query, key.transpose(1, 2)).mul_(self.scale)
+        mask = self.padding_mask(hw_shape, x.device)
+        if mask is not None:
+            # (windows, 1, 1, L) broadcasts over (B, windows, heads, L, L).
+            attn.view(B, rows * cols, heads, ws * ws,
+                      ws * ws).masked_fill_(~mask, float('-inf'))
+        out = torch.bmm(self.attn_drop(attn.softmax(dim=-1)), value)
+        out = out.view(B, rows, cols, heads, ws, ws, head_dims).permute(
+            0, 1, 4, 2, 5, 3, 6).reshape(B, rows * ws, cols * ws, C)
+        # Cropping the padding and adding the local term write the
+        # contiguous tokens in one pass.
+        out = out[:, :H, :W] + local.view(B, H, W, C)
+        return self.proj_drop(self.proj(out.reshape(B, N, C)))
 
     def _partition(self, x: Tensor) -> Tensor:
         """(B, H, W, C) to padded (B * windows, ws * ws, C) windows."""
