@@ -205,9 +205,14 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
         Positions beyond the bottom/right border are zero.
     """
     _check_partition_args(x, window_size)
-    if _kernels_for(x) is None:
+    ext = _kernels_for(x)
+    if ext is None:
         # Plain PyTorch ops: autograd (double backward included) as usual.
         return window_partition_reference(x, window_size)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # No graph to record: the kernel itself (the autograd Function costs
+        # about as much as the copy on small maps).
+        return ext.window_partition_forward(x, int(window_size))
     return WindowPartitionFunction.apply(x, window_size)
 
 
@@ -226,6 +231,10 @@ def window_reverse(windows: Tensor, window_size: int, H: int,
         the windows are dropped.
     """
     _check_reverse_args(windows, window_size, H, W)
-    if _kernels_for(windows) is None:
+    ext = _kernels_for(windows)
+    if ext is None:
         return window_reverse_reference(windows, window_size, H, W)
+    if not (torch.is_grad_enabled() and windows.requires_grad):
+        return ext.window_reverse_forward(windows, int(window_size), int(H),
+                                          int(W))
     return WindowReverseFunction.apply(windows, window_size, H, W)
