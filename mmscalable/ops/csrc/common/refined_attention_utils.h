@@ -24,6 +24,8 @@
 // one value per channel.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 
 #include "host_device.h"
@@ -53,6 +55,21 @@ struct FoldedRefinement {
   int64_t heads;
   int64_t hidden;
 };
+
+// The struct over the op's parameter tensors (checked and contiguous, of
+// type T), on the host; the kernels get it by value.
+template <typename T>
+FoldedRefinement<T> folded_refinement(
+    const at::Tensor& w_expand, const at::Tensor& b_expand,
+    const at::Tensor& w_depthwise, const at::Tensor& b_depthwise,
+    const at::Tensor& w_reduce, const at::Tensor& b_reduce,
+    const at::Tensor& alpha) {
+  return {w_expand.const_data_ptr<T>(),    b_expand.const_data_ptr<T>(),
+          w_depthwise.const_data_ptr<T>(), b_depthwise.const_data_ptr<T>(),
+          w_reduce.const_data_ptr<T>(),    b_reduce.const_data_ptr<T>(),
+          alpha.const_data_ptr<T>(),       w_reduce.size(0),
+          w_expand.size(0)};
+}
 
 template <typename T>
 MMSCALABLE_HOST_DEVICE T relu6(T x) {

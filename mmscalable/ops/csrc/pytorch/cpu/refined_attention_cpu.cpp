@@ -258,25 +258,6 @@ void refined_row(const HiddenRows<scalar_t, acc_t>& rows,
   }
 }
 
-template <typename acc_t>
-FoldedParams<acc_t> folded_params(const at::Tensor& w_expand,
-                                  const at::Tensor& b_expand,
-                                  const at::Tensor& w_depthwise,
-                                  const at::Tensor& b_depthwise,
-                                  const at::Tensor& w_reduce,
-                                  const at::Tensor& b_reduce,
-                                  const at::Tensor& alpha) {
-  return {w_expand.const_data_ptr<acc_t>(),
-          b_expand.const_data_ptr<acc_t>(),
-          w_depthwise.const_data_ptr<acc_t>(),
-          b_depthwise.const_data_ptr<acc_t>(),
-          w_reduce.const_data_ptr<acc_t>(),
-          b_reduce.const_data_ptr<acc_t>(),
-          alpha.const_data_ptr<acc_t>(),
-          w_reduce.size(0),
-          w_expand.size(0)};
-}
-
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& attn, const at::Tensor& value_acc,
                     const FoldedParams<at::opmath_type<scalar_t>>& p,
@@ -541,9 +522,9 @@ at::Tensor refined_attention_forward_cpu(
         using acc_t = at::opmath_type<scalar_t>;
         const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
         const at::Tensor value_acc = value.to(acc_dtype).contiguous();
-        const auto p = folded_params<acc_t>(w_expand, b_expand, w_depthwise,
-                                            b_depthwise, w_reduce, b_reduce,
-                                            alpha);
+        const auto p = ra::folded_refinement<acc_t>(
+            w_expand, b_expand, w_depthwise, b_depthwise, w_reduce, b_reduce,
+            alpha);
         forward_kernel<scalar_t>(attn, value_acc, p, out);
       });
   return out;
@@ -566,9 +547,9 @@ std::vector<at::Tensor> refined_attention_backward_cpu(
         // (B, H, d, N): the gradient of the refined map reads V by keys.
         const at::Tensor value_t =
             value.to(acc_dtype).transpose(2, 3).contiguous();
-        const auto p = folded_params<acc_t>(w_expand, b_expand, w_depthwise,
-                                            b_depthwise, w_reduce, b_reduce,
-                                            alpha);
+        const auto p = ra::folded_refinement<acc_t>(
+            w_expand, b_expand, w_depthwise, b_depthwise, w_reduce, b_reduce,
+            alpha);
         const int64_t batch = attn.size(0), heads = p.heads, n = attn.size(2);
         const int64_t dims = value.size(3);
         const int64_t tiles = ra::num_tiles(n, kRowsPerTask);

@@ -509,23 +509,6 @@ void allow_smem(Kernel kernel, int64_t bytes) {
       static_cast<int>(bytes)));
 }
 
-template <typename acc_t>
-Params<acc_t> params_of(const at::Tensor& w_expand, const at::Tensor& b_expand,
-                        const at::Tensor& w_depthwise,
-                        const at::Tensor& b_depthwise,
-                        const at::Tensor& w_reduce,
-                        const at::Tensor& b_reduce, const at::Tensor& alpha) {
-  return {w_expand.const_data_ptr<acc_t>(),
-          b_expand.const_data_ptr<acc_t>(),
-          w_depthwise.const_data_ptr<acc_t>(),
-          b_depthwise.const_data_ptr<acc_t>(),
-          w_reduce.const_data_ptr<acc_t>(),
-          b_reduce.const_data_ptr<acc_t>(),
-          alpha.const_data_ptr<acc_t>(),
-          w_reduce.size(0),
-          w_expand.size(0)};
-}
-
 Shape shape_of(const at::Tensor& attn, const at::Tensor& value,
                const at::Tensor& w_expand) {
   TORCH_CHECK(attn.size(1) <= kMaxHeads, "refined_attention (CUDA): at most ",
@@ -558,8 +541,9 @@ at::Tensor refined_attention_forward_cuda(
             <<<grid, kThreads, bytes, at::cuda::getCurrentCUDAStream()>>>(
                 attn.const_data_ptr<scalar_t>(),
                 value.const_data_ptr<scalar_t>(),
-                params_of<acc_t>(w_expand, b_expand, w_depthwise, b_depthwise,
-                                 w_reduce, b_reduce, alpha),
+                ra::folded_refinement<acc_t>(w_expand, b_expand,
+                                             w_depthwise, b_depthwise,
+                                             w_reduce, b_reduce, alpha),
                 s, out.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
@@ -585,9 +569,9 @@ std::vector<at::Tensor> refined_attention_backward_cuda(
         at::kHalf, at::kBFloat16, attn.scalar_type(),
         "refined_attention_backward_cuda", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          const auto p = params_of<acc_t>(w_expand, b_expand, w_depthwise,
-                                          b_depthwise, w_reduce, b_reduce,
-                                          alpha);
+          const auto p = ra::folded_refinement<acc_t>(
+              w_expand, b_expand, w_depthwise, b_depthwise, w_reduce, b_reduce,
+              alpha);
           const auto stream = at::cuda::getCurrentCUDAStream();
           const Shape base = shape_of(attn, value, w_expand);
 
