@@ -549,6 +549,24 @@ def _failure(error: BaseException, stage: str) -> Tuple[str, str]:
     return ('out of memory' if _is_oom(error) else 'error'), reason
 
 
+def _recorded_failure(error: BaseException,
+                      what: str,
+                      device: torch.device,
+                      log: Callable[[str], None],
+                      context: Optional[str] = None) -> Tuple[str, str]:
+    """:func:`_failure`'s status and reason, logged (with ``context`` first
+    if given, and the traceback of an unexpected error), after freeing the
+    cached GPU memory the failed call left."""
+    status, reason = _failure(error, what)
+    if context is not None:
+        log(f'{context}: {status}: {reason}')
+    if status == 'error':
+        log(traceback.format_exc())
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+    return status, reason
+
+
 def _measure(model: nn.Module,
              setting: Setting,
              mode: str,
@@ -564,11 +582,8 @@ def _measure(model: nn.Module,
         timing = time_model(model, setting, mode, DTYPES[dtype], device,
                             warmup, repeats, count_sdpa)
     except Exception as error:  # noqa: B902  (recorded; the run goes on)
-        status, reason = _failure(error, f'{mode} {dtype}')
-        if status == 'error':
-            log(traceback.format_exc())
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        status, reason = _recorded_failure(error, f'{mode} {dtype}', device,
+                                           log)
         return dict(status=status, error=reason)
     return dict(timing, status='ok')
 
@@ -829,12 +844,8 @@ def _model_records(name: str, builder: Callable[[str], nn.Module],
     try:
         pair = _ModelPair.build(builder, run.device)
     except Exception as error:  # noqa: B902  (recorded; the run goes on)
-        status, reason = _failure(error, 'build')
-        run.log(f'{name}: {status}: {reason}')
-        if status == 'error':
-            run.log(traceback.format_exc())
-        if run.device.type == 'cuda':
-            torch.cuda.empty_cache()
+        status, reason = _recorded_failure(error, 'build', run.device,
+                                           run.log, name)
         for setting in settings:
             yield from _unmeasured_records(name, setting, None, status, reason,
                                            None, run)
@@ -844,12 +855,9 @@ def _model_records(name: str, builder: Callable[[str], nn.Module],
             try:
                 rel_error, macs = _check_setting(name, setting, pair, run)
             except Exception as error:  # noqa: B902  (recorded)
-                status, reason = _failure(error, 'agreement check')
-                run.log(f'{name} {setting}: {status}: {reason}')
-                if status == 'error':
-                    run.log(traceback.format_exc())
-                if run.device.type == 'cuda':
-                    torch.cuda.empty_cache()
+                status, reason = _recorded_failure(
+                    error, 'agreement check', run.device, run.log,
+                    f'{name} {setting}')
                 yield from _unmeasured_records(
                     name, setting, pair.params, status, reason,
                     getattr(error, 'rel_error', None), run)
