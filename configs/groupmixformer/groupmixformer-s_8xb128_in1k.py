@@ -27,7 +27,9 @@ model = dict(
         num_classes=1000,
         in_channels=320,
         loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        # As the official model (LinearClsHead's default is Normal(0.01)).
+        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
     train_cfg=dict(augments=[
         dict(type='Mixup', alpha=0.8),
         dict(type='CutMix', alpha=1.0)

@@ -6,7 +6,6 @@ _base_ = './refiner-vit-l_8xb128_in1k.py'
 # is made for 28 x 28 patches, so it loads into this config as it is.
 model = dict(backbone=dict(img_size=448))
 
-bgr_mean = [103.53, 116.28, 123.675]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
@@ -22,16 +21,15 @@ train_pipeline = [
         total_level=10,
         magnitude_level=9,
         magnitude_std=0.5,
-        hparams=dict(
-            pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+        hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
     dict(
         type='RandomErasing',
         erase_prob=0.25,
         mode='rand',
         min_area_ratio=0.02,
         max_area_ratio=1 / 3,
-        fill_color=bgr_mean,
-        fill_std=[57.375, 57.12, 58.395]),
+        fill_color=[127.5, 127.5, 127.5],
+        fill_std=[127.5, 127.5, 127.5]),
     dict(type='PackInputs'),
 ]
 # The released default config of L has crop ratio 1.13 (timm resizes to
@@ -50,4 +48,6 @@ test_pipeline = [
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+# The released lr, 5e-4, for this batch (8 GPUs x 64).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
 auto_scale_lr = dict(base_batch_size=512)

@@ -1,7 +1,7 @@
 _base_ = './refiner-vit-s_8xb128_in1k.py'
 
 model = dict(
-    backbone=dict(arch='m', drop_path_rate=0.2), head=dict(in_channels=420))
+    backbone=dict(arch='m', drop_path_rate=0.25), head=dict(in_channels=420))
 
 # Crop ratio 1.0.
 test_pipeline = [
