@@ -75,11 +75,16 @@ def test_ema_weights(tmp_path, capsys):
         state_dict={key: torch.zeros(2)},
         state_dict_ema={key: torch.ones(2)})
     dst = str(tmp_path / 'ema.pth')
-    main(['refiner', src, dst, '--ema'])
-    assert '(state_dict_ema)' in capsys.readouterr().out
+    for flags in ([], ['--ema']):
+        main(['refiner', src, dst] + flags)
+        assert '(state_dict_ema)' in capsys.readouterr().out
+        saved = torch.load(dst, weights_only=True)
+        assert saved['meta']['container'] == 'state_dict_ema'
+        assert saved['state_dict'][OFFICIAL_KEYS['refiner'][1]].sum() == 2
+    main(['refiner', src, dst, '--no-ema'])
+    assert 'state_dict_ema' not in capsys.readouterr().out
     saved = torch.load(dst, weights_only=True)
-    assert saved['meta']['container'] == 'state_dict_ema'
-    assert saved['state_dict'][OFFICIAL_KEYS['refiner'][1]].sum() == 2
+    assert saved['state_dict'][OFFICIAL_KEYS['refiner'][1]].sum() == 0
     with pytest.raises(ValueError, match='carry no EMA weights'):
         FAMILIES['scalablevit'].convert(src, dst, ema=True)
 
@@ -92,7 +97,7 @@ def test_command_line(tmp_path):
         assert family.name in result.stdout
         assert family.repository in result.stdout
     assert "prefix='backbone.'" in result.stdout
-    assert 'official2mmscalable.py refiner --ema' in result.stdout
+    assert '--no-ema' in result.stdout
 
     src = _official(tmp_path, 'scalablevit')
     result = _run('official2mmscalable.py', 'scalablevit', src,

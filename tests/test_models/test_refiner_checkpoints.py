@@ -46,12 +46,14 @@ def save_official(path, **containers):
 
 @pytest.fixture(scope='module')
 def official_checkpoint(tmp_path_factory):
-    official, ema = randomised_official(0), randomised_official(1)
+    """The official model whose weights load by default (the EMA ones, as
+    released), the trained model of the same checkpoint, and its path."""
+    official, trained = randomised_official(0), randomised_official(1)
     path = save_official(
         tmp_path_factory.mktemp('ckpt') / 'official.pth.tar',
-        state_dict=official.state_dict(),
-        state_dict_ema=ema.state_dict())
-    return official, ema, path
+        state_dict=trained.state_dict(),
+        state_dict_ema=official.state_dict())
+    return official, trained, path
 
 
 @pytest.fixture(scope='module')
@@ -71,10 +73,12 @@ def tiny_classifier_cfg():
     return cfg
 
 
-def pretrained(checkpoint, prefix=None, img_size=SIZE, **kwargs):
+def pretrained(checkpoint, prefix=None, img_size=SIZE, ema=None, **kwargs):
     init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
     if prefix:
         init_cfg['prefix'] = prefix
+    if ema is not None:
+        init_cfg['ema'] = ema
     backbone = RefinerViT(
         arch=TINY, img_size=img_size, init_cfg=init_cfg, **kwargs)
     backbone.init_weights()
@@ -202,30 +206,50 @@ def test_final_norm_is_optional(tmp_path):
 
 def test_ema_weights_selection(official_checkpoint, tmp_path, capsys):
     from tools.model_converters.refiner2mmscalable import convert, main
-    official, ema, path = official_checkpoint
-    default = convert(path, str(tmp_path / 'default.pth'))
-    torch.testing.assert_close(default['head.aux_fc.weight'],
-                               official.aux_head.weight)
-
-    main([path, str(tmp_path / 'ema.pth'), '--ema'])
-    assert 'state_dict_ema' in capsys.readouterr().out
-    saved = torch.load(tmp_path / 'ema.pth', weights_only=True)
+    ema, trained, path = official_checkpoint
+    # By default the EMA weights, as the official figures were measured.
+    main([path, str(tmp_path / 'default.pth')])
+    assert '(state_dict_ema)' in capsys.readouterr().out
+    saved = torch.load(tmp_path / 'default.pth', weights_only=True)
     assert saved['meta']['container'] == 'state_dict_ema'
     torch.testing.assert_close(saved['state_dict']['head.aux_fc.weight'],
                                ema.aux_head.weight)
+    main([path, str(tmp_path / 'ema.pth'), '--ema'])
+    assert '(state_dict_ema)' in capsys.readouterr().out
 
-    # Only EMA weights: they are taken without --ema.
+    main([path, str(tmp_path / 'trained.pth'), '--no-ema'])
+    assert 'state_dict_ema' not in capsys.readouterr().out
+    saved = torch.load(tmp_path / 'trained.pth', weights_only=True)
+    assert 'container' not in saved['meta']
+    torch.testing.assert_close(saved['state_dict']['head.aux_fc.weight'],
+                               trained.aux_head.weight)
+    with pytest.raises(SystemExit):
+        main([path, str(tmp_path / 'x.pth'), '--ema', '--no-ema'])
+
+    # Loading on the fly: the same choice, ema=False in init_cfg.
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            pretrained(path)(x)[0], ema.forward_features(x))
+        torch.testing.assert_close(
+            pretrained(path, ema=False)(x)[0], trained.forward_features(x))
+
+    # Only EMA weights: taken by default, refused with --no-ema.
     only_ema = save_official(
         tmp_path / 'only_ema.pth.tar', state_dict_ema=ema.state_dict())
     converted = convert(only_ema, str(tmp_path / 'only_ema.pth'))
     torch.testing.assert_close(converted['backbone.pos_embed'], ema.pos_embed)
+    with pytest.raises(ValueError, match='holds only EMA weights'):
+        convert(only_ema, str(tmp_path / 'out.pth'), ema=False)
 
+    # Only trained weights: taken by default, refused with --ema.
     no_ema = save_official(
-        tmp_path / 'no_ema.pth.tar', state_dict=official.state_dict())
+        tmp_path / 'no_ema.pth.tar', state_dict=trained.state_dict())
+    converted = convert(no_ema, str(tmp_path / 'no_ema.pth'))
+    torch.testing.assert_close(converted['backbone.pos_embed'],
+                               trained.pos_embed)
     with pytest.raises(
-            ValueError,
-            match='has no weights under '
-            r'`state_dict_ema` \(its keys: .*state_dict'):
+            ValueError, match=r'has no EMA weights .*its keys: .*state_dict'):
         convert(no_ema, str(tmp_path / 'out.pth'), ema=True)
 
 

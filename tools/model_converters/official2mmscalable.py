@@ -2,13 +2,15 @@
 """Convert an official checkpoint to an mmpretrain classifier checkpoint.
 
 ``python tools/model_converters/official2mmscalable.py FAMILY SRC DST
-[--ema]``; ``--help`` says what the output is for and lists the families of
+[--ema | --no-ema]``; ``--help`` says what the output is for and lists the families of
 :data:`mmscalable.models.checkpoint.FAMILIES`. The per-family scripts
 (``scalablevit2mmscalable.py SRC DST``, ...) call :func:`main` with their
 family.
 """
 import argparse
 from typing import Optional, Sequence
+
+import torch
 
 from mmscalable.models.checkpoint import FAMILIES, get_family
 
@@ -28,7 +30,7 @@ examples:
       scalable_vit_small.pth checkpoints/scalablevit-s_in1k.pth
   python tools/model_converters/official2mmscalable.py groupmixformer \\
       groupmixformer_small.pth checkpoints/groupmixformer-s_in1k.pth
-  python tools/model_converters/official2mmscalable.py refiner --ema \\
+  python tools/model_converters/official2mmscalable.py refiner \\
       Refiner_ViT_L_448.pth.tar checkpoints/refiner-vit-l_in1k-448px.pth"""
 
 
@@ -38,23 +40,24 @@ def _families_help() -> str:
         lines.append(f'  {family.name:<16}{family.title} '
                      f'({family.repository})')
         if family.ema_key:
-            lines.append(f'  {"":<16}--ema: the EMA weights '
-                         f'(`{family.ema_key}`)')
+            lines.append(f'  {"":<16}the EMA weights (`{family.ema_key}`) '
+                         'where a checkpoint has them; --no-ema for the '
+                         'trained ones')
     return '\n'.join(lines)
 
 
 def build_parser(family: Optional[str] = None,
                  prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line: ``FAMILY SRC DST [--ema]``, or ``SRC DST`` (with
-    ``--ema`` where the family has EMA weights) for a script fixed to one
-    ``family``."""
+    """The command line: ``FAMILY SRC DST [--ema | --no-ema]``, or ``SRC
+    DST`` (with those options where the family has EMA weights) for a script
+    fixed to one ``family``."""
     if family is None:
         epilog = f'{_families_help()}\n\n{EXAMPLES}'
         with_ema = any(f.ema_key for f in FAMILIES.values())
     else:
         with_ema = get_family(family).ema_key is not None
         epilog = (f'the same as: official2mmscalable.py {family} SRC DST' +
-                  (' [--ema]' if with_ema else ''))
+                  (' [--ema | --no-ema]' if with_ema else ''))
     parser = argparse.ArgumentParser(
         prog=prog,
         description=DESCRIPTION,
@@ -66,12 +69,22 @@ def build_parser(family: Optional[str] = None,
     parser.add_argument('src', help='official checkpoint path')
     parser.add_argument('dst', help='output path (its folder is created)')
     if with_ema:
-        parser.add_argument(
+        weights = parser.add_mutually_exclusive_group()
+        weights.add_argument(
             '--ema',
-            action='store_true',
-            help='convert the EMA weights instead of the plain ones (without '
-            'it: the plain weights, or the EMA ones when a checkpoint has '
-            'only those)')
+            dest='ema',
+            action='store_const',
+            const=True,
+            default=None,
+            help='require the EMA weights (without --ema or --no-ema: the '
+            'EMA weights where the checkpoint has them, as the official '
+            'figures were measured, else the trained ones)')
+        weights.add_argument(
+            '--no-ema',
+            dest='ema',
+            action='store_const',
+            const=False,
+            help='convert the trained weights, not their EMA')
     return parser
 
 
@@ -89,14 +102,16 @@ def main(argv: Optional[Sequence[str]] = None,
     parser = build_parser(family, prog)
     args = parser.parse_args(argv)
     spec = get_family(family or args.family)
-    ema = getattr(args, 'ema', False)
+    ema = getattr(args, 'ema', None)
     if ema and spec.ema_key is None:
         parser.error(f'--ema: official {spec.title} checkpoints carry no EMA '
                      'weights')
-    converted = spec.convert(args.src, args.dst, ema=ema)
-    weights = f' ({spec.ema_key})' if ema else ''
-    print(f'Converted {len(converted)} tensors{weights} from {args.src} to '
-          f'{args.dst}')
+    spec.convert(args.src, args.dst, ema=ema)
+    converted = torch.load(args.dst, map_location='cpu', weights_only=True)
+    container = converted['meta'].get('container')
+    weights = f' ({container})' if container else ''
+    print(f'Converted {len(converted["state_dict"])} tensors{weights} from '
+          f'{args.src} to {args.dst}')
 
 
 if __name__ == '__main__':

@@ -145,8 +145,10 @@ class BaseBackbone(BaseModule):
         with_cp (bool): Gradient checkpointing of the blocks.
             Defaults to False.
         init_cfg (dict, optional): Initialization config.
-            ``type='Pretrained'`` (with ``checkpoint`` and an optional
-            ``prefix``) calls ``load_pretrained``. Defaults to None.
+            ``type='Pretrained'`` (with ``checkpoint``, an optional
+            ``prefix`` and ``ema=False`` for the trained weights of a
+            checkpoint that also holds their EMA) calls ``load_pretrained``.
+            Defaults to None.
     """
     # Stages that frozen_stages counts; 0: none can be frozen.
     num_stages: int = 0
@@ -195,7 +197,8 @@ class BaseBackbone(BaseModule):
         if (isinstance(self.init_cfg, dict)
                 and self.init_cfg.get('type') == 'Pretrained'):
             self.load_pretrained(self.init_cfg['checkpoint'],
-                                 self.init_cfg.get('prefix'))
+                                 self.init_cfg.get('prefix'),
+                                 self.init_cfg.get('ema', True))
             return
         super().init_weights()
         if self.init_cfg is None:
@@ -206,10 +209,13 @@ class BaseBackbone(BaseModule):
 
     def load_pretrained(self,
                         checkpoint: str,
-                        prefix: Optional[str] = None) -> None:
+                        prefix: Optional[str] = None,
+                        ema: bool = True) -> None:
         """Load weights of this backbone, of a classifier (with
         ``prefix='backbone.'``) or of the official code (converted on the
-        fly), as ``init_cfg=dict(type='Pretrained')`` does.
+        fly), as ``init_cfg=dict(type='Pretrained')`` does: the EMA weights
+        where the checkpoint has them, unless ``ema=False`` (in
+        ``init_cfg`` too).
 
         Raises:
             ValueError: If the checkpoint does not fit the backbone (see
@@ -222,4 +228,5 @@ class BaseBackbone(BaseModule):
             official_converter=self.official_converter,
             is_official=self.is_official,
             optional_missing=self.optional_missing,
+            ema=ema,
             logger=MMLogger.get_current_instance())

@@ -12,7 +12,8 @@ from .key_rules import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
                         scalablevit_official_to_mmcls)
 from .official import (FAMILIES, BackboneFamily, canonical_archs,
                        convert_official_checkpoint, get_family)
-from .pretrained import load_pretrained_backbone, unwrap_state_dict
+from .pretrained import (load_pretrained_backbone, unwrap_state_dict,
+                         weights_container)
 
 __all__ = [
     'GROUPMIXFORMER_KEY_RULES', 'REFINER_KEY_RULES', 'SCALABLEVIT_KEY_RULES',
@@ -23,5 +24,5 @@ __all__ = [
     'scalablevit_mmcls_to_official', 'scalablevit_official_to_mmcls',
     'convert_official_checkpoint', 'load_pretrained_backbone',
     'FAMILIES', 'BackboneFamily', 'canonical_archs', 'get_family',
-    'unwrap_state_dict'
+    'unwrap_state_dict', 'weights_container'
 ]

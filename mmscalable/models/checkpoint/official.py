@@ -20,7 +20,7 @@ from .key_rules import (groupmixformer_official_to_mmcls,
                         is_official_groupmixformer, is_official_refiner,
                         is_official_scalablevit, refiner_official_to_mmcls,
                         scalablevit_official_to_mmcls)
-from .pretrained import unwrap_state_dict
+from .pretrained import EMA_CONTAINERS, weights_container
 
 
 def convert_official_checkpoint(
@@ -31,7 +31,7 @@ def convert_official_checkpoint(
         to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]],
         marker: str,
         converter: str,
-        container: Optional[str] = None) -> Dict[str, Tensor]:
+        ema: Optional[bool] = None) -> Dict[str, Tensor]:
     """Convert the official checkpoint ``src`` of ``family`` into ``dst``.
 
     Args:
@@ -44,27 +44,26 @@ def convert_official_checkpoint(
         marker (str): The key pattern official checkpoints have, for the
             error message.
         converter (str): Name recorded in the output's ``meta``.
-        container (str, optional): Take the weights under this key of the
-            checkpoint (e.g. ``'state_dict_ema'``) instead of the first of
-            ``state_dict``, ``model``, ``state_dict_ema``, ``model_ema`` that
-            it has. Defaults to None.
+        ema (bool, optional): Which weights to take: None, the EMA weights
+            (``state_dict_ema``, ``model_ema``) where the checkpoint has
+            them, else the trained ones (``state_dict``, ``model``); True,
+            the EMA weights, which the checkpoint must have; False, the
+            trained weights. Defaults to None.
 
     Returns:
         dict: The converted weights.
 
     Raises:
         ValueError: If ``src`` is not an official checkpoint of ``family``,
-            or has no weights under ``container``.
+            or lacks the weights ``ema`` asks for.
     """
     checkpoint = safe_torch_load(src, map_location='cpu')
-    if container is not None:
-        if not (isinstance(checkpoint, Mapping)
-                and isinstance(checkpoint.get(container), Mapping)):
-            keys = list(checkpoint) if isinstance(checkpoint, Mapping) else []
-            raise ValueError(f'{src} has no weights under `{container}` '
-                             f'(its keys: {keys[:8]})')
-        checkpoint = checkpoint[container]
-    state_dict = unwrap_state_dict(checkpoint, src)
+    container = weights_container(checkpoint, src, ema is not False)
+    if ema and container not in EMA_CONTAINERS:
+        keys = list(checkpoint)
+        raise ValueError(f'{src} has no EMA weights (under any of '
+                         f'{EMA_CONTAINERS}; its keys: {keys[:8]})')
+    state_dict = dict(checkpoint if container is None else checkpoint[container])
     if not is_official(state_dict):
         raise ValueError(
             f'{src} is not an official {family} checkpoint: it has no '
@@ -72,7 +71,7 @@ def convert_official_checkpoint(
     converted = to_mmcls(state_dict)
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     meta = dict(converted_from=osp.basename(src), converter=converter)
-    if container is not None:
+    if container in EMA_CONTAINERS:
         meta['container'] = container
     torch.save(dict(state_dict=converted, meta=meta), dst)
     return converted
@@ -150,15 +149,17 @@ class BackboneFamily:
         return [f'{self.model_prefix}-{arch}' for arch in self.archs]
 
     def convert(self, src: str, dst: str,
-                ema: bool = False) -> Dict[str, Tensor]:
+                ema: Optional[bool] = None) -> Dict[str, Tensor]:
         """Convert the official checkpoint ``src`` into ``dst``.
 
         Args:
             src (str): Official checkpoint.
             dst (str): Output path: a checkpoint of the whole mmpretrain
                 classifier; its folder is created.
-            ema (bool): Convert the EMA weights (under :attr:`ema_key`).
-                Defaults to False.
+            ema (bool, optional): None converts the EMA weights where the
+                checkpoint has them (the official figures are the EMA
+                model's), else the trained ones; True requires the EMA
+                weights, False takes the trained ones. Defaults to None.
 
         Returns:
             dict: The converted weights.
@@ -174,7 +175,7 @@ class BackboneFamily:
             to_mmcls=self.official_to_mmcls,
             marker=self.marker,
             converter=self.converter,
-            container=self.ema_key if ema else None)
+            ema=ema)
 
 
 FAMILIES: Dict[str, BackboneFamily] = {

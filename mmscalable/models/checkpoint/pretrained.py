@@ -8,23 +8,62 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
-# Keys under which checkpoints keep their weights, outermost first.
-_CONTAINER_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
+# Keys under which checkpoints keep their weights: the trained weights and
+# an exponential moving average of them (timm's and DeiT's savers).
+RAW_CONTAINERS = ('state_dict', 'model')
+EMA_CONTAINERS = ('state_dict_ema', 'model_ema')
 
 
-def unwrap_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
-    """Return the weights of a checkpoint, whatever its container."""
+def weights_container(checkpoint: Mapping, source: str,
+                      ema: Optional[bool] = True) -> Optional[str]:
+    """The key of ``checkpoint`` whose weights to take, or None for a flat
+    dict of tensors.
+
+    Args:
+        checkpoint (Mapping): A loaded checkpoint.
+        source (str): Its path, for messages.
+        ema (bool, optional): True: the EMA weights where the checkpoint
+            has them, else the trained ones (the figures of the papers
+            that keep an EMA are the EMA model's); False: the trained
+            weights only; None: the trained weights where the checkpoint
+            has them, else the EMA ones. Defaults to True.
+
+    Raises:
+        ValueError: If ``checkpoint`` is not a dict, holds only EMA weights
+            while ``ema=False``, or has no weights at all.
+    """
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f'{source} holds a {type(checkpoint).__name__}, '
                          'not a dict of weights')
-    for key in _CONTAINER_KEYS:
-        if isinstance(checkpoint.get(key), Mapping):
-            return dict(checkpoint[key])
-    if not all(isinstance(v, Tensor) for v in checkpoint.values()):
+
+    def first(keys):
+        return next(
+            (k for k in keys if isinstance(checkpoint.get(k), Mapping)), None)
+
+    raw, averaged = first(RAW_CONTAINERS), first(EMA_CONTAINERS)
+    if ema is False and raw is None and averaged is not None:
         raise ValueError(
-            f'{source} has no weights under any of {_CONTAINER_KEYS} and is '
-            f'not a flat dict of tensors (keys: {list(checkpoint)[:8]})')
-    return dict(checkpoint)
+            f'{source} holds only EMA weights (`{averaged}`); take them '
+            'without asking for the trained weights only (no --no-ema, or '
+            'ema=True)')
+    key = (averaged or raw) if ema else (raw or averaged)
+    if key is None and not all(
+            isinstance(v, Tensor) for v in checkpoint.values()):
+        raise ValueError(
+            f'{source} has no weights under any of '
+            f'{RAW_CONTAINERS + EMA_CONTAINERS} and is not a flat dict of '
+            f'tensors (keys: {list(checkpoint)[:8]})')
+    return key
+
+
+def unwrap_state_dict(checkpoint: Mapping,
+                      source: str,
+                      ema: Optional[bool] = True) -> Dict[str, Tensor]:
+    """The weights of a checkpoint, whatever its container: those under
+    :func:`weights_container`'s key, or the checkpoint itself when it is a
+    flat dict of tensors."""
+    key = weights_container(checkpoint, source, ema)
+    return dict(checkpoint if key is None else checkpoint[key])
 
 
 def _strip_module(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -41,6 +80,7 @@ def load_pretrained_backbone(
         official_converter: Optional[Callable] = None,
         is_official: Optional[Callable] = None,
         optional_missing: Sequence[str] = (),
+        ema: bool = True,
         logger=None) -> None:
     """Load a backbone's weights from a file, converting official keys.
 
@@ -58,6 +98,10 @@ def load_pretrained_backbone(
         optional_missing (Sequence[str]): Key prefixes the checkpoint may
             lack (e.g. output norms a classifier does not have); they keep
             their initialization.
+        ema (bool): Load the EMA weights where the checkpoint has them
+            (``state_dict_ema``, ``model_ema``), as the official figures
+            were measured; False loads the trained weights.
+            Defaults to True.
         logger: Where to report what was loaded.
 
     Raises:
@@ -66,7 +110,9 @@ def load_pretrained_backbone(
             the keys.
     """
     loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state_dict = _strip_module(unwrap_state_dict(loaded, checkpoint))
+    container = weights_container(loaded, checkpoint, ema)
+    state_dict = _strip_module(
+        dict(loaded if container is None else loaded[container]))
     own_state = module.state_dict()
 
     if official_converter is not None and is_official(state_dict):
@@ -107,6 +153,7 @@ def load_pretrained_backbone(
     print_log(
         f'Loaded {len(state_dict) - len(unexpected)} tensors into '
         f'{type(module).__name__} from {checkpoint}' +
+        (f' (`{container}`)' if container in EMA_CONTAINERS else '') +
         (f'; kept the initialization of {missing}' if missing else '') +
         (f'; ignored {unexpected}' if unexpected else ''),
         logger=logger,
