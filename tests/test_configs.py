@@ -63,6 +63,10 @@ def test_there_are_configs_for_every_task_and_variant(family):
             continue
         for pattern in DENSE_PATTERNS[family]:
             assert pattern.format(prefix, v) in names
+    if family == 'scalablevit':
+        # The official README reports RetinaNet 3x for S and B.
+        for v in 'sb':
+            assert f'retinanet_scalablevit-{v}_fpn_ms-crop-3x_coco.py' in names
     if family == 'groupmixformer':
         assert 'groupmixformer-l_8xb128_in1k-384px.py' in names
     if family == 'refiner':
@@ -110,10 +114,18 @@ def test_refiner_dense_recipes(config):
     assert backbone.arch == arch
     assert backbone.drop_path_rate == dict(s=0.1, m=0.2, l=0.2)[arch]
     assert backbone.out_type == 'featmap' and backbone.norm_eval
+    # L: the one released checkpoint, trained at 448 (28 x 28 patches),
+    # whose position embedding a 224 grid would shrink.
+    checkpoint = dict(l='refiner-vit-l_in1k-448px.pth').get(
+        arch, f'refiner-vit-{arch}_in1k.pth')
     assert backbone.init_cfg == dict(
         type='Pretrained',
-        checkpoint=f'checkpoints/refiner-vit-{arch}_in1k.pth',
+        checkpoint=f'checkpoints/{checkpoint}',
         prefix='backbone.')
+    if cfg.model.type == 'MaskRCNN':
+        assert backbone.get('img_size', 224) == dict(l=448).get(arch, 224)
+    else:
+        assert backbone.img_size == (512, 512)
     # Outputs of refiner blocks (odd indices), the last one last.
     assert all(i % 2 == 1 for i in backbone.out_indices)
     assert backbone.out_indices[-1] == depth - 1
@@ -245,3 +257,111 @@ def test_auto_scale_lr_has_the_recipe_batch(config):
     else:
         gpus = 8
     assert cfg.auto_scale_lr.base_batch_size == gpus * per_gpu
+
+
+def _cfg(path):
+    return Config.fromfile(osp.join(ROOT, path))
+
+
+@pytest.mark.parametrize('variant', ['s', 'b', 'l'])
+def test_scalablevit_classification_recipe(variant):
+    """image_classification/main.py: 5 warm-up epochs from 1e-6 (1e-3 of
+    the lr), cosine to 1e-5, gradient norm clipped at 5."""
+    cfg = _cfg(f'configs/scalablevit/scalablevit-{variant}_8xb128_in1k.py')
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.start_factor, warmup.end) == ('LinearLR',
+                                                              1e-3, 5)
+    assert (cosine.type, cosine.begin, cosine.eta_min) == (
+        'CosineAnnealingLR', 5, 1e-5)
+    assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+    assert cfg.auto_scale_lr.base_batch_size == 1024
+
+
+def test_groupmixformer_classification_recipe():
+    import torch
+    from mmpretrain.registry import MODELS
+    cfg = _cfg('configs/groupmixformer/groupmixformer-m_8xb128_in1k.py')
+    init_default_scope('mmpretrain')
+    # The head starts from trunc_normal(std=0.02), zero bias, as officially.
+    head = MODELS.build(cfg.model.head)
+    head.init_weights()
+    assert 0.018 < head.fc.weight.std().item() < 0.022
+    assert head.fc.weight.abs().max().item() <= 2.
+    assert torch.all(head.fc.bias == 0)
+    # L at 384: Swin's fine-tuning, lr 2e-5 per 512 images, warm-up from
+    # 1e-3 of it, cosine to 1e-2 of it.
+    cfg = _cfg('configs/groupmixformer/groupmixformer-l_8xb128_in1k-384px.py')
+    assert cfg.optim_wrapper.optimizer.lr / cfg.auto_scale_lr.base_batch_size \
+        == pytest.approx(2e-5 / 512)
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.start_factor, warmup.end) == (1e-3, 5)
+    assert cosine.eta_min == pytest.approx(cfg.optim_wrapper.optimizer.lr /
+                                           100)
+
+
+@pytest.mark.parametrize('variant,drop_path', [('s', 0.2), ('m', 0.25),
+                                               ('l', 0.25)])
+def test_refiner_classification_recipe(variant, drop_path):
+    """scripts/refiner_{s,m,l}_relabel.yaml: the runs of the released
+    checkpoints."""
+    cfg = _cfg(f'configs/refiner/refiner-vit-{variant}_8xb128_in1k.py')
+    assert cfg.model.backbone.drop_path_rate == drop_path
+    # 300 cosine epochs, then 10 cool-down epochs at the minimum lr.
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.start_factor, warmup.end) == (1e-3, 5)
+    assert (cosine.begin, cosine.end, cosine.eta_min) == (5, 300, 1e-5)
+    assert cfg.train_cfg.max_epochs == 310
+    # Random erasing draws normal noise in normalised space, as timm does:
+    # mean + std * N(0, 1) in pixels.
+    preprocessor = cfg.model.data_preprocessor
+    [erasing] = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type == 'RandomErasing'
+    ]
+    assert erasing.fill_color == preprocessor.mean
+    assert erasing.fill_std == preprocessor.std
+    assert cfg.custom_hooks[0].type == 'EMAHook'
+
+
+def test_refiner_l_448_recipe():
+    cfg = _cfg('configs/refiner/refiner-vit-l_8xb64_in1k-448px.py')
+    assert cfg.model.backbone.img_size == 448
+    assert (cfg.optim_wrapper.optimizer.lr,
+            cfg.auto_scale_lr.base_batch_size) == (5e-4, 512)
+    assert cfg.train_dataloader.batch_size * 8 == 512
+    [erasing] = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type == 'RandomErasing'
+    ]
+    assert erasing.fill_color == cfg.model.data_preprocessor.mean
+
+
+@pytest.mark.parametrize('config', [
+    'configs/scalablevit/retinanet_scalablevit-b_fpn_ms-crop-3x_coco.py',
+    'configs/scalablevit/mask-rcnn_scalablevit-s_fpn_ms-crop-3x_coco.py',
+    'configs/groupmixformer/mask-rcnn_groupmixformer-t_fpn_ms-crop-3x_coco.py'
+])
+def test_3x_recipe(config):
+    """Swin / PVT 3x: multi-scale resizes or a random crop, 36 epochs, lr
+    steps at 27 and 33, the 1x config's model and optimizer."""
+    cfg = _cfg(config)
+    one_x = _cfg(config.replace('ms-crop-3x', '1x'))
+    assert cfg.model == one_x.model
+    assert cfg.optim_wrapper == one_x.optim_wrapper
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert [t.type for t in pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'RandomFlip', 'RandomChoice',
+        'PackDetInputs'
+    ]
+    assert pipeline[1].get('with_mask', False) == ('mask-rcnn' in config)
+    single, crop = pipeline[3].transforms
+    assert len(single[0].scales) == 11 and single[0].scales[-1] == (800,
+                                                                     1333)
+    assert [t.type for t in crop] == [
+        'RandomChoiceResize', 'RandomCrop', 'RandomChoiceResize'
+    ]
+    assert cfg.train_cfg.max_epochs == 36
+    warmup, steps = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 1000)
+    assert (steps.milestones, steps.end) == ([27, 33], 36)

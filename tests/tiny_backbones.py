@@ -49,8 +49,8 @@ def _pyramid_shapes(height: int, width: int, channels: List[int],
 
 
 def _refiner_grid(height: int, width: int) -> Tuple[int, int]:
-    # A stride-2 conv rounding up, then a stride-8 projection rounding down.
-    return _ceil_div(height, 2) // 8, _ceil_div(width, 2) // 8
+    # The input padded to a multiple of the 16-pixel patches.
+    return _ceil_div(height, 16), _ceil_div(width, 16)
 
 
 class Contract(NamedTuple):

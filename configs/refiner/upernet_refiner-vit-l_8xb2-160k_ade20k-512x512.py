@@ -1,6 +1,9 @@
 _base_ = './upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py'
 
-pretrained = 'checkpoints/refiner-vit-l_in1k.pth'
+# The one released L checkpoint, trained at 448 (convert it as the README
+# says): its 28 x 28 position embedding is enlarged once, on loading, to the
+# 32 x 32 patches of the 512x512 crops (img_size of the base config).
+pretrained = 'checkpoints/refiner-vit-l_in1k-448px.pth'
 embed_dims = 512
 model = dict(
     backbone=dict(

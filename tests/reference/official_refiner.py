@@ -14,8 +14,8 @@ model together.
 
 The released model needs the input size it was built for; ``forward`` here
 also takes other sizes by resizing the position embedding of the patches
-bilinearly with aligned corners (class token kept), as the released
-fine-tuning option ``interpolate_pos_embedding`` does.
+bicubically without aligned corners (class token kept), as the released
+fine-tuning code resizes a checkpoint's (``utils/utils.py``).
 """
 import math
 
@@ -160,7 +160,7 @@ class OfficialRefinerViT(nn.Module):
         patch_pos = patch_pos.transpose(1, 2).reshape(1, -1, self.grid,
                                                       self.grid)
         patch_pos = F.interpolate(
-            patch_pos, (h, w), mode='bilinear', align_corners=True)
+            patch_pos, (h, w), mode='bicubic', align_corners=False)
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], 1)
 
     def forward_features(self, x):

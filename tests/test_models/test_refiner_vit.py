@@ -40,15 +40,34 @@ def test_output_shapes_and_position_interpolation(size):
     model = tiny().eval()
     with torch.no_grad():
         (tokens, ) = model(torch.randn(2, 3, *size))
-    # Stem: 7x7 stride 2 pad 3, then an 8x8 stride-8 projection.
-    h, w = (((s - 1) // 2 + 1) // 8 for s in size)
+    # The input is padded to a multiple of the 16-pixel patches.
+    h, w = (-(-s // 16) for s in size)
     assert tokens.shape == (2, 1 + h * w, 48)
     assert torch.isfinite(tokens).all()
     pos = model.resized_pos_embed((h, w))
     assert pos.shape == (1, 1 + h * w, 48)
-    # The class token's embedding is kept; corners are kept (aligned).
+    # The class token's embedding is kept; the patches' are resized
+    # bicubically without aligned corners (the released fine-tuning code).
     torch.testing.assert_close(pos[:, 0], model.pos_embed[:, 0])
-    torch.testing.assert_close(pos[:, 1], model.pos_embed[:, 1])
+    grid = model.pos_embed[:, 1:].transpose(1, 2).reshape(1, 48, 14, 14)
+    expected = torch.nn.functional.interpolate(
+        grid, (h, w), mode='bicubic', align_corners=False)
+    torch.testing.assert_close(pos[:, 1:],
+                               expected.flatten(2).transpose(1, 2))
+
+
+def test_every_pixel_is_seen():
+    # 40 x 42 pixels: without padding the stem would drop the last 8 rows
+    # and 10 columns.
+    model = tiny(out_type='featmap').eval()
+    x = torch.randn(1, 3, 40, 42)
+    moved = x.clone()
+    moved[..., -1, -1] += 10.
+    with torch.no_grad():
+        (out, ) = model(x)
+        (out_moved, ) = model(moved)
+    assert out.shape[-2:] == (3, 3)
+    assert not torch.allclose(out[..., -1, -1], out_moved[..., -1, -1])
 
 
 def test_pos_embed_of_another_size_is_resized_on_every_load(tmp_path):
@@ -113,15 +132,43 @@ def test_classifier_loss_and_predict():
     cfg.model.backbone.arch = dict(TINY)
     cfg.model.head.in_channels = 48
     cfg.model.head.num_classes = 5
+    cfg.model.backbone.drop_path_rate = 0.
     model = MODELS.build(cfg.model)
     model.init_weights()
     inputs = torch.randn(4, 3, 64, 64)
     samples = [DataSample().set_gt_label(i % 5) for i in range(4)]
-    assert torch.isfinite(model.loss(inputs, samples)['loss'])
+    head = model.head
+    # Trained as the released code: the class token's loss, plus the patch
+    # tokens' loss on the image label (no token labels given).
+    losses = model.loss(inputs, samples)
+    assert set(losses) >= {'loss', 'loss_token'}
+    tokens = model.extract_feat(inputs)[-1]
+    labels = torch.tensor([i % 5 for i in range(4)])
+    expected = head.loss_module(head.fc(tokens[:, 0]), labels, avg_factor=4)
+    torch.testing.assert_close(losses['loss'], expected)
+    aux = head.aux_fc(tokens[:, 1:])
+    expected = 0.5 * head.loss_module(
+        aux.flatten(0, 1), labels.repeat_interleave(16), avg_factor=64)
+    torch.testing.assert_close(losses['loss_token'], expected)
+    # Token labels where every sample has them: a soft cross-entropy.
+    scores = torch.rand(4, 16, 5).softmax(-1)
+    for sample, score in zip(samples, scores):
+        sample.set_field(score, 'gt_token_score')
+    losses = model.loss(inputs, samples)
+    expected = -(scores * aux.log_softmax(-1)).sum(-1).mean() * 0.5
+    torch.testing.assert_close(losses['loss_token'], expected)
+    samples[0].set_field(torch.rand(3, 5), 'gt_token_score')
+    with pytest.raises(ValueError, match='does not fit the 16 patch tokens'):
+        model.loss(inputs, samples)
+    # Predictions: the released evaluation output.
     model.eval()
     with torch.no_grad():
         preds = model.predict(inputs)
+        tokens = model.extract_feat(inputs)[-1]
+        expected = head.fc(tokens[:, 0]) + 0.5 * head.aux_fc(
+            tokens[:, 1:]).max(1)[0]
     assert preds[0].pred_score.shape == (5, )
+    torch.testing.assert_close(preds[0].pred_score, expected[0].softmax(-1))
 
 
 @pytest.mark.parametrize('kwargs,match', [

@@ -127,6 +127,15 @@ def test_ssa_reduction_on_any_size(hw):
     expected = attn.act(attn.norm(attn.channel_projection(
         attn.spatial_reduction(padded)).flatten(2).transpose(1, 2)))
     torch.testing.assert_close(attn.reduce_context(x, hw), expected)
+    # The border keys are not masked: each is a whole r_n x r_n window, and
+    # the real tokens in it (which a reduction without padding would drop)
+    # change the context and the output.
+    if ph or pw:
+        moved = x.clone()
+        moved[:, -1] += 1.
+        assert not torch.allclose(attn.reduce_context(moved, hw),
+                                  attn.reduce_context(x, hw))
+        assert not torch.allclose(attn(moved, hw)[:, 0], out[:, 0])
 
 
 def test_converter_round_trip():

@@ -25,7 +25,7 @@ from torch import Tensor
 from mmscalable.registry import MODELS
 from ..checkpoint import (is_official_refiner, load_pretrained_backbone,
                           refiner_official_to_mmcls)
-from ..layers import RefinedAttention
+from ..layers import RefinedAttention, ffn_eval_branch
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
                    init_transformer_weights, parse_arch, parse_out_indices)
 
@@ -35,16 +35,17 @@ def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
     """Resize a position embedding (1, 1 + h * w, C) with the class token's
     first from an (h, w) grid of patches to ``dst_grid``.
 
-    Bilinear with aligned corners, as the released fine-tuning code does; the
-    class token's embedding is kept.
+    Bicubic without aligned corners, as the released fine-tuning code
+    (``utils/utils.py``, called by ``main.py``) and mmseg's ViT resize it;
+    the class token's embedding is kept.
     """
     cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
     patch_pos = patch_pos.transpose(1, 2).reshape(1, -1, *src_grid)
     patch_pos = F.interpolate(
         patch_pos.float(),
         size=tuple(dst_grid),
-        mode='bilinear',
-        align_corners=True).to(pos_embed.dtype)
+        mode='bicubic',
+        align_corners=False).to(pos_embed.dtype)
     return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
 
@@ -134,6 +135,12 @@ class RefinerBlock(BaseModule):
 
         def _inner_forward(x, prev_attn):
             out, attn = self.attn(self.norm1(x * ratio), prev_attn)
+            if not self.training:
+                # Dropout and drop path are identities in eval mode.
+                x = x + out / ratio
+                branch = ffn_eval_branch(self.ffn, self.norm2(x * ratio))
+                x = x + branch / ratio
+                return x, attn
             x = x + self.drop_path(out) / ratio
             x = x + self.ffn(self.norm2(x * ratio)) / ratio
             return x, attn
@@ -356,8 +363,10 @@ class RefinerViT(BaseBackbone):
 
     def load_pretrained(self,
                         checkpoint: str,
-                        prefix: Optional[str] = None) -> None:
-        """Load official checkpoints (converted on the fly) or mmscalable
+                        prefix: Optional[str] = None,
+                        ema: bool = True) -> None:
+        """Load official checkpoints (converted on the fly; their EMA
+        weights, ``state_dict_ema``, unless ``ema=False``) or mmscalable
         ones (a converted classifier: ``prefix='backbone.'``); a position
         embedding made for another grid of patches (L trained at 448, a dense
         model's ``img_size``) is resized to the model's grid."""
@@ -390,13 +399,14 @@ class RefinerViT(BaseBackbone):
             official_converter=to_classifier_keys,
             is_official=needs_conversion,
             optional_missing=self.optional_missing,
+            ema=ema,
             logger=MMLogger.get_current_instance())
 
     def resized_pos_embed(self, grid: Sequence[int]) -> Tensor:
         """The position embedding for a (h, w) token grid.
 
-        Patch embeddings are interpolated bilinearly with aligned corners, as
-        the released fine-tuning code does; the class token's is kept.
+        Patch embeddings are interpolated bicubically (see
+        :func:`resize_pos_embed`); the class token's is kept.
         """
         if tuple(grid) == self.pos_grid:
             return self.pos_embed
@@ -413,10 +423,17 @@ class RefinerViT(BaseBackbone):
             (through the final norm for the last block): tokens
             (B, 1 + h * w, C) with the class token first, or maps
             (B, C, h, w) of the patch tokens with ``out_type='featmap'``;
-            h = floor(ceil(H / 2) / 8), w likewise.
+            h = ceil(H / 16), w likewise.
         """
         check_image_input(x, self.in_channels, self.patch_size,
                           type(self).__name__)
+        # Corner padding (mmseg's PatchEmbed(padding='corner')): zeros on
+        # the bottom and right up to a multiple of the patch size, so that
+        # the stride-16 stem sees every pixel (it floors otherwise).
+        pad_h = -x.shape[2] % self.patch_size
+        pad_w = -x.shape[3] % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.patch_projection(self.stem(x))
         B, _, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
