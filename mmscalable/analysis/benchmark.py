@@ -51,8 +51,10 @@ reports, beside the weights' size, its resident high-water mark while it
 builds the model and runs the calls (``peak_rss_mib``; on Linux the mark is
 reset after the imports, elsewhere it covers the whole process) and its
 resident size before the model was built (``base_rss_mib``: interpreter and
-imports, included in the peak). The agreement check and the FLOPs stay in
-the calling process. The default measures every record in one process,
+imports, included in the peak). The agreement check and the FLOPs of each
+size run in a fresh process of their own too, so that a crash there (the
+reference at sizes its explicit maps cannot hold) is recorded against that
+size and the run goes on. The default measures every record in one process,
 which is faster and leaves ``peak_rss_mib`` unset.
 
 A model that fails its agreement check (``status='mismatch'``) or cannot be
@@ -705,11 +707,53 @@ def _unmeasured_records(name: str, setting: Setting, params: Optional[int],
 
 
 # What a fresh process runs for ``isolate=True`` (``python -c``): its
-# arguments are the record's description and the path of its result.
+# arguments are the name of one of :data:`_ISOLATED_TASKS`, the task's
+# description and the path of its result.
 _ISOLATED_CODE = ('import sys\n'
                   'from mmscalable.analysis.benchmark import '
-                  'measure_isolated\n'
-                  'measure_isolated(sys.argv[1], sys.argv[2])\n')
+                  'run_isolated_task\n'
+                  'run_isolated_task(*sys.argv[1:4])\n')
+
+
+def run_isolated_task(kind: str, task: str, result_path: str) -> None:
+    """Run one task of ``isolate=True`` in this process: ``kind`` is
+    ``'check'`` (:func:`check_isolated`) or ``'measure'``
+    (:func:`measure_isolated`)."""
+    if kind not in _ISOLATED_TASKS:
+        raise ValueError(f'unknown isolated task {kind!r}; one of '
+                         f'{sorted(_ISOLATED_TASKS)}')
+    _ISOLATED_TASKS[kind](task, result_path)
+
+
+def check_isolated(task: str, result_path: str) -> None:
+    """Check agreement (and count the FLOPs) of one model at one size in
+    this process and write the outcome to ``result_path`` (JSON): ``params``
+    with ``rel_error`` and ``macs``, or ``status`` and ``error`` (with
+    ``rel_error`` for a mismatch).
+
+    Args:
+        task (str): JSON of ``model`` (a name that :func:`resolve_builder`
+            knows), ``setting``, ``device`` and ``count_model_flops``.
+        result_path (str): Where to write the outcome.
+    """
+    task = json.loads(task)
+    device = torch.device(task['device'])
+    setting = Setting.parse(task['setting'])
+    pair = _ModelPair.build(resolve_builder(task['model']), device)
+    run = _Run(device=device, modes=(), dtypes=(), impls=(), warmup=0,
+               repeats=0, peak=None,
+               count_model_flops=task['count_model_flops'], isolate=True,
+               log=print)
+    outcome = dict(params=pair.params)
+    try:
+        outcome['rel_error'], outcome['macs'] = _check_setting(
+            task['model'], setting, pair, run)
+    except Exception as error:  # noqa: B902  (reported to the parent)
+        outcome['status'], outcome['error'] = _recorded_failure(
+            error, 'agreement check', device, print)
+        outcome['rel_error'] = getattr(error, 'rel_error', None)
+    with open(result_path, 'w') as f:
+        json.dump(outcome, f)
 
 
 def measure_isolated(task: str, result_path: str) -> None:
@@ -757,6 +801,9 @@ def measure_isolated(task: str, result_path: str) -> None:
         json.dump(measurement, f)
 
 
+_ISOLATED_TASKS = dict(check=check_isolated, measure=measure_isolated)
+
+
 def _child_env() -> Dict[str, str]:
     """This environment, with the folder that holds this package first on
     ``PYTHONPATH`` unless it is a site-packages folder (a checkout that is
@@ -767,6 +814,41 @@ def _child_env() -> Dict[str, str]:
         env['PYTHONPATH'] = os.pathsep.join(
             filter(None, [package_root, env.get('PYTHONPATH')]))
     return env
+
+
+def _run_isolated(kind: str, task: dict, run: _Run) -> dict:
+    """The result of one task of :func:`run_isolated_task` in a fresh
+    process, or the status and reason of the process's failure (killed as
+    the out-of-memory killer does, crashed on a signal, or exited with an
+    error)."""
+    with tempfile.TemporaryDirectory() as folder:
+        result_path = osp.join(folder, 'result.json')
+        child = subprocess.run(
+            [sys.executable, '-c', _ISOLATED_CODE, kind,
+             json.dumps(task), result_path],
+            env=_child_env(),
+            capture_output=True,
+            text=True)
+        if child.returncode == 0 and osp.isfile(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+    if child.returncode == -signal.SIGKILL:
+        return dict(
+            status='out of memory',
+            error='the process running it was killed (SIGKILL), as the '
+            'out-of-memory killer does')
+    output = (child.stdout + child.stderr).strip()
+    run.log(output[-3000:])
+    if child.returncode < 0:
+        name = signal.Signals(-child.returncode).name
+        return dict(
+            status='error',
+            error=f'the process running it crashed ({name})')
+    last = output.splitlines()[-1][:300] if output else ''
+    return dict(
+        status='error',
+        error=f'the process running it exited with {child.returncode}: '
+        f'{last}')
 
 
 def _measure_isolated_record(name: str, setting: Setting, mode: str,
@@ -782,38 +864,32 @@ def _measure_isolated_record(name: str, setting: Setting, mode: str,
         device=str(run.device),
         warmup=run.warmup,
         repeats=run.repeats)
-    with tempfile.TemporaryDirectory() as folder:
-        result_path = osp.join(folder, 'record.json')
-        child = subprocess.run([
-            sys.executable, '-c', _ISOLATED_CODE,
-            json.dumps(task), result_path
-        ],
-                               env=_child_env(),
-                               capture_output=True,
-                               text=True)
-        if child.returncode == 0 and osp.isfile(result_path):
-            with open(result_path) as f:
-                return json.load(f)
-    if child.returncode == -signal.SIGKILL:
-        return dict(
-            status='out of memory',
-            error='the process measuring it was killed (SIGKILL), as the '
-            'out-of-memory killer does')
-    output = (child.stdout + child.stderr).strip()
-    run.log(output[-3000:])
-    last = output.splitlines()[-1][:300] if output else ''
-    return dict(
-        status='error',
-        error=f'the process measuring it exited with {child.returncode}: '
-        f'{last}')
+    return _run_isolated('measure', task, run)
+
+
+def _check_isolated_setting(name: str, setting: Setting,
+                            run: _Run) -> dict:
+    """:func:`check_isolated`'s outcome for one size, from a fresh
+    process; a crash of that process is recorded as the check's failure."""
+    task = dict(model=name, setting=str(setting), device=str(run.device),
+                count_model_flops=run.count_model_flops)
+    outcome = _run_isolated('check', task, run)
+    if 'status' in outcome:
+        run.log(f'{name} {setting}: {outcome["status"]}: '
+                f'{outcome["error"]}')
+    else:
+        run.log(f'{name} {setting}: fast and reference agree (relative '
+                f'error {outcome["rel_error"]:.2g})')
+    return outcome
 
 
 def _time_record(name: str, setting: Setting, mode: str, dtype: str, impl: str,
-                 pair: _ModelPair, rel_error: float, macs: Optional[float],
-                 run: _Run) -> dict:
+                 pair: Optional[_ModelPair], params: int, rel_error: float,
+                 macs: Optional[float], run: _Run) -> dict:
     """The record of one (mode, dtype, impl) at ``setting``: its timing, or
-    the status and reason of its failure."""
-    record = _new_record(name, setting, mode, dtype, impl, pair.params, macs,
+    the status and reason of its failure. ``pair`` is None when
+    ``run.isolate`` (the model is built in the measuring process)."""
+    record = _new_record(name, setting, mode, dtype, impl, params, macs,
                          rel_error)
     if run.isolate:
         record.update(
@@ -841,6 +917,9 @@ def _model_records(name: str, builder: Callable[[str], nn.Module],
     """Every record of one model, as measured: per setting, the agreement
     check, then each (mode, dtype, impl). A failure to build or check gives
     records with its status and reason for what it leaves unmeasured."""
+    if run.isolate:
+        yield from _isolated_model_records(name, settings, run)
+        return
     try:
         pair = _ModelPair.build(builder, run.device)
     except Exception as error:  # noqa: B902  (recorded; the run goes on)
@@ -865,11 +944,31 @@ def _model_records(name: str, builder: Callable[[str], nn.Module],
             for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
                                                        run.impls):
                 yield _time_record(name, setting, mode, dtype, impl, pair,
-                                   rel_error, macs, run)
+                                   pair.params, rel_error, macs, run)
     finally:
         del pair
         if run.device.type == 'cuda':
             torch.cuda.empty_cache()
+
+
+def _isolated_model_records(name: str, settings: Sequence[Setting],
+                            run: _Run) -> Iterator[dict]:
+    """:func:`_model_records` with ``run.isolate``: the check of each size
+    and each record run in fresh processes; this one builds no model."""
+    for setting in settings:
+        outcome = _check_isolated_setting(name, setting, run)
+        if 'status' in outcome:
+            yield from _unmeasured_records(name, setting,
+                                           outcome.get('params'),
+                                           outcome['status'],
+                                           outcome['error'],
+                                           outcome.get('rel_error'), run)
+            continue
+        for mode, dtype, impl in itertools.product(run.modes, run.dtypes,
+                                                   run.impls):
+            yield _time_record(name, setting, mode, dtype, impl, None,
+                               outcome['params'], outcome['rel_error'],
+                               outcome['macs'], run)
 
 
 def run_benchmark(models: Sequence[str],

@@ -402,6 +402,31 @@ def test_isolated_failures_are_recorded(monkeypatch):
     [record] = results['records']
     assert record['status'] == 'error'
     assert 'exited with 3' in record['error']
+    # A crash in the agreement check (the reference at a size it cannot
+    # hold) is recorded against that size; the run goes on to the next.
+    monkeypatch.setattr(
+        benchmark, '_ISOLATED_CODE',
+        'import os, signal, sys\n'
+        'if "96x96" in sys.argv[2]: os.kill(os.getpid(), signal.SIGSEGV)\n'
+        'from mmscalable.analysis.benchmark import run_isolated_task\n'
+        'run_isolated_task(*sys.argv[1:4])\n')
+    results = run_benchmark(['groupmixformer-m'],
+                            [Setting.parse('96x96:1'),
+                             Setting.parse('64x64:1')],
+                            modes=('inference', ),
+                            dtypes=('fp32', ),
+                            impls=('fast', ),
+                            device='cpu',
+                            warmup=0,
+                            repeats=1,
+                            count_model_flops=False,
+                            isolate=True,
+                            log=_quiet)
+    crashed, measured = results['records']
+    assert (crashed['setting'], crashed['status']) == ('96x96:1', 'error')
+    assert 'crashed (SIGSEGV)' in crashed['error']
+    assert (measured['setting'], measured['status']) == ('64x64:1', 'ok')
+    assert measured['agreement_rel_error'] < 1e-4
     with pytest.raises(ValueError, match='not builders'):
         run_benchmark(['toy'], [Setting.parse('16x16:1')],
                       device='cpu',

@@ -81,8 +81,10 @@ def parse_args(argv=None):
         action='store_true',
         help='measure each (model, setting, mode, dtype, impl) in a fresh '
         'process, which records its peak resident (CPU) memory, '
-        'interpreter and imports included, beside the weights\' size; '
-        'slower (a start and imports per record)')
+        'interpreter and imports included, beside the weights\' size, '
+        'and the agreement check of each size in one of its own (a crash '
+        'there is recorded and the run goes on); slower (a start and '
+        'imports per record)')
     parser.add_argument(
         '--out',
         required=True,

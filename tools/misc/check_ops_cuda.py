@@ -18,7 +18,10 @@ It checks, for window partition / reverse on CUDA:
 4. the time of partition + reverse against the pure-PyTorch reference (CUDA
    events, warm-up, median of 50 runs),
 
-and times the fused refined attention (Refiner-ViT-S's refiner block at
+times IWSA's window attention as the fast path composes it (partition op,
+SDPA, reverse op) against a lower bound of a kernel that reads qkv in raster
+order (the rule for writing one: only if the composed path takes more than
+1.1x the bound), and times the fused refined attention (Refiner-ViT-S's refiner block at
 224x224 batch 64, 512x512 batch 8 and 1024x1024 batch 2) against the
 reference computation (every expanded map in memory) and the chunked exact
 path, forward and forward + backward, with each one's peak memory. The
@@ -178,11 +181,11 @@ def check_gradients(ops):
     return all_ok
 
 
-def time_cuda_ms(fn, warmup, repeats):
-    """Median time of ``fn()`` in milliseconds, measured with CUDA events."""
+def median_ms(fn, warmup, repeats, device=DEVICE):
+    """Median time of ``fn()`` in milliseconds (CUDA events on a GPU)."""
     # Imported here: import_ops() has put the source package in place.
     from mmscalable.analysis.benchmark import median_seconds
-    return median_seconds(fn, torch.device('cuda'), warmup, repeats) * 1e3
+    return median_seconds(fn, torch.device(device), warmup, repeats) * 1e3
 
 
 def benchmark(ops, ext, dtypes, warmup, repeats):
@@ -204,8 +207,8 @@ def benchmark(ops, ext, dtypes, warmup, repeats):
                 windows = ops.window_partition_reference(x, ws)
                 return ops.window_reverse_reference(windows, ws, H, W)
 
-            ext_ms = time_cuda_ms(run_ext, warmup, repeats)
-            ref_ms = time_cuda_ms(run_ref, warmup, repeats)
+            ext_ms = median_ms(run_ext, warmup, repeats)
+            ref_ms = median_ms(run_ref, warmup, repeats)
             # Each op reads its input and writes its output once.
             num_windows = B * -(-H // ws) * -(-W // ws)
             window_bytes = num_windows * ws * ws * C * x.element_size()
@@ -307,7 +310,7 @@ def benchmark_refined_attention(ops, dtypes, warmup, repeats):
                             with torch.no_grad():
                                 fn()
                     try:
-                        ms = time_cuda_ms(step, warmup, repeats)
+                        ms = median_ms(step, warmup, repeats)
                         mib = _peak_mib(step)
                     except torch.cuda.OutOfMemoryError:
                         torch.cuda.empty_cache()
@@ -318,6 +321,92 @@ def benchmark_refined_attention(ops, dtypes, warmup, repeats):
                       f'{row[4]:>10.2f}{row[1]:>11.0f}{row[3]:>13.0f}'
                       f'{row[5]:>10.0f}', flush=True)
                 attn.grad = value.grad = None
+
+
+# ScalableViT-S IWSA maps (B, H, W, C, heads): its first two stages at
+# 224x224 batch 64, at 512x512 batch 8 (sides not multiples of the window)
+# and at 800x1344 batch 2.
+WINDOW_ATTENTION_SHAPES = [(64, 56, 56, 64, 2), (64, 28, 28, 128, 4),
+                           (8, 128, 128, 64, 2), (8, 64, 64, 128, 4),
+                           (2, 200, 336, 64, 2)]
+# A window-attention kernel reading qkv in raster order is worth writing
+# only if today's composed path takes more than this times its lower bound.
+WINDOW_KERNEL_MARGIN = 1.10
+
+
+def benchmark_window_attention(dtypes, warmup, repeats, device=DEVICE,
+                               shapes=WINDOW_ATTENTION_SHAPES):
+    """Time IWSA's window attention as the fast path composes it (window
+    partition op, SDPA with the padding mask, window reverse op) against a
+    lower bound of any kernel that reads qkv in raster order and writes the
+    output in raster order: the larger of SDPA alone on windows already cut
+    (no mask, no copies) and the memory traffic of reading qkv and writing
+    the output once at the device's copy bandwidth.
+
+    Returns the rows: shape, dtype, the times in ms, the composed path's
+    share of the whole IWSA forward, and the verdict (``'kernel may pay'``
+    when the composed path takes more than :data:`WINDOW_KERNEL_MARGIN`
+    times the bound, else ``'composed within 10%'``).
+    """
+    import torch.nn.functional as F
+    from mmscalable.models.layers import InteractiveWindowAttention
+    from mmscalable.ops import window_partition
+    print(f'\n== IWSA window attention (ScalableViT-S maps), median of '
+          f'{repeats} runs ==')
+    print(f"{'B,H,W,C,heads':<24}{'dtype':<10}{'composed':>10}"
+          f"{'sdpa only':>11}{'traffic':>9}{'of IWSA':>9}  verdict")
+    rows = []
+    for B, H, W, C, heads in shapes:
+        module = InteractiveWindowAttention(C, heads).to(device).eval()
+        ws = module.window_size
+        for dtype in dtypes:
+            module.to(dtype)
+            x = torch.randn(B, H * W, C, device=device, dtype=dtype)
+            with torch.no_grad():
+                qkv = module.qkv(x)
+                windows = window_partition(qkv.view(B, H, W, 3 * C), ws)
+                query, key, value = windows.view(
+                    -1, ws * ws, 3, heads,
+                    C // heads).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+
+            def composed():
+                with torch.no_grad():
+                    module.attend_windows(qkv, (H, W))
+
+            def sdpa_only():
+                with torch.no_grad():
+                    F.scaled_dot_product_attention(
+                        query, key, value, scale=module.scale)
+
+            def whole():
+                with torch.no_grad():
+                    module(x, (H, W))
+
+            def copy():
+                qkv.clone()
+
+            times = [
+                median_ms(fn, warmup, repeats, device)
+                for fn in (composed, sdpa_only, whole, copy)
+            ]
+            composed_ms, sdpa_ms, whole_ms, copy_ms = times
+            # A copy reads and writes qkv: 2 * 3C per token at the copy's
+            # bandwidth; the kernel reads 3C and writes C per token.
+            traffic_ms = copy_ms * (3 + 1) / (2 * 3)
+            bound = max(sdpa_ms, traffic_ms)
+            verdict = ('kernel may pay'
+                       if composed_ms > WINDOW_KERNEL_MARGIN * bound else
+                       'composed within 10%')
+            rows.append(
+                dict(shape=(B, H, W, C, heads), dtype=str(dtype)[6:],
+                     composed_ms=composed_ms, sdpa_only_ms=sdpa_ms,
+                     traffic_ms=traffic_ms, iwsa_ms=whole_ms,
+                     verdict=verdict))
+            print(f'{str((B, H, W, C, heads)):<24}{str(dtype)[6:]:<10}'
+                  f'{composed_ms:>10.3f}{sdpa_ms:>11.3f}{traffic_ms:>9.3f}'
+                  f'{composed_ms / whole_ms:>8.0%}  {verdict}',
+                  flush=True)
+    return rows
 
 
 def parse_args():
@@ -355,6 +444,8 @@ def main():
                   args.warmup, args.repeats)
         benchmark_refined_attention(ops, [torch.bfloat16, torch.float32],
                                     args.warmup, min(args.repeats, 10))
+        benchmark_window_attention([torch.bfloat16, torch.float32],
+                                   args.warmup, args.repeats)
     print('\nALL CHECKS PASSED' if ok else '\nSOME CHECKS FAILED')
     return 0 if ok else 1
 

@@ -24,8 +24,8 @@ from torch import Tensor
 from mmscalable.registry import MODELS
 from ..checkpoint import (groupmixformer_official_to_mmcls,
                           is_official_groupmixformer)
-from ..layers import (ConvPositionEncoding, GroupMixAttention, map_to_tokens,
-                      tokens_to_map)
+from ..layers import (ConvPositionEncoding, GroupMixAttention,
+                      ffn_eval_branch, map_to_tokens, tokens_to_map)
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
                    init_transformer_weights, parse_arch, parse_out_indices)
 
@@ -110,6 +110,10 @@ class GroupMixBlock(BaseModule):
                                                          1).reshape(B, N, C)
             else:
                 x = self.pos_conv(x, hw_shape)
+            if not self.training:
+                # Dropout and drop path are identities in eval mode.
+                x = x + self.attn(self.norm1(x), hw_shape)
+                return x + ffn_eval_branch(self.ffn, self.norm2(x))
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 

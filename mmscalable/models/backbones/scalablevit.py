@@ -22,7 +22,7 @@ from torch import Tensor
 from mmscalable.registry import MODELS
 from ..checkpoint import is_official_scalablevit, scalablevit_official_to_mmcls
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
-                      ScalableSelfAttention, tokens_to_map)
+                      ScalableSelfAttention, ffn_eval_branch, tokens_to_map)
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
                    init_transformer_weights, parse_arch, parse_out_indices)
 
@@ -115,15 +115,9 @@ class ScalableViTBlock(BaseModule):
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
         if not self.training and not self.with_cp:
-            # Dropout and drop path are identities in eval mode. Calling the
-            # MLP's layers directly skips FFN.forward's deprecated-argument
-            # wrapper (a signature inspection per call) and four no-op
-            # modules, a few percent of a block at batch 1.
-            # The layers are looked up on every call, so that modules
-            # swapped in later (quantized, adapted) are the ones called.
+            # Dropout and drop path are identities in eval mode.
             x = x + self.attn(self.norm1(x), hw_shape)
-            (fc1, act, _), fc2, _ = self.ffn.layers
-            return x + fc2(act(fc1(self.norm2(x))))
+            return x + ffn_eval_branch(self.ffn, self.norm2(x))
 
         def _inner_forward(x):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))

@@ -49,6 +49,8 @@ class ScalableSelfAttention(BaseModule):
     Maps whose sides are not multiples of ``r_n`` are padded with zeros on the
     bottom and right before the reduction, so that every token contributes to
     the context; sizes that are multiples are computed exactly as officially.
+    The border keys are not masked: each is a whole ``r_n x r_n`` window,
+    and masking it would drop the real tokens the padding keeps.
 
     Args:
         embed_dims (int): Number of input (and output) channels C.
@@ -314,19 +316,37 @@ class InteractiveWindowAttention(BaseModule):
         """
         if self.impl == 'fast' and not uses_one_launch(self.impl, x):
             return self._forward_head_windows(x, hw_shape)
-        B, N, C = x.shape
-        H, W = hw_shape
-        ws = self.window_size
+        C = x.shape[2]
         qkv = self.qkv(x)
         value_map = tokens_to_map(qkv[..., 2 * C:], hw_shape)
         local = map_to_tokens(self.local_interaction(value_map))
+        out = self.attend_windows(qkv, hw_shape)
+        return self.proj_drop(self.proj(out + local))
 
-        windows = self._partition(qkv.view(B, H, W, 3 * C))
+    def attend_windows(self, qkv: Tensor, hw_shape: Sequence[int]) -> Tensor:
+        """The window attention of the qkv tokens: windows cut (padded and
+        masked), attended, and put back in raster order.
+
+        This is the whole of what a window-attention kernel reading qkv in
+        raster order would replace (the benchmark of the ops times it).
+
+        Args:
+            qkv (Tensor): The qkv projection, (B, H * W, 3 * C).
+            hw_shape (Sequence[int]): The map size (H, W).
+
+        Returns:
+            Tensor: The attention output, (B, H * W, C).
+        """
+        B, N, C3 = qkv.shape
+        C = C3 // 3
+        H, W = hw_shape
+        ws = self.window_size
+        windows = self._partition(qkv.view(B, H, W, C3))
         num_windows = windows.shape[0]
         query, key, value = windows.view(num_windows, ws * ws, 3,
                                          self.num_heads, -1).permute(
                                              2, 0, 3, 1, 4).unbind(0)
-        mask = self.padding_mask(hw_shape, x.device)
+        mask = self.padding_mask(hw_shape, qkv.device)
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
         out = attend(query, key, value, self.scale, self.attn_drop,
@@ -336,7 +356,7 @@ class InteractiveWindowAttention(BaseModule):
             out = window_reverse_reference(out, ws, H, W)
         else:
             out = window_reverse(out, ws, H, W)
-        return self.proj_drop(self.proj(out.view(B, N, C) + local))
+        return out.view(B, N, C)
 
     def _forward_head_windows(self, x: Tensor,
                               hw_shape: Sequence[int]) -> Tensor:
