@@ -93,6 +93,24 @@ def test_config_builds_its_model(config):
     arch = osp.basename(config).split(f'{prefix}-')[1][0]
     dims = backbone.embed_dims
     assert (dims if isinstance(dims, int) else dims[0]) == variants[arch]
+    # The metafile's parameters are those of the model the config builds
+    # (the paper's figure is a note beside it).
+    params = METAFILE_PARAMETERS.get(config)
+    if params is not None:
+        assert sum(p.numel() for p in model.parameters()) == params
+
+
+def _metafile_parameters():
+    import yaml
+    params = {}
+    for path in glob.glob(osp.join(ROOT, 'configs', '*', 'metafile.yml')):
+        with open(path) as f:
+            for entry in yaml.safe_load(f)['Models']:
+                params[entry['Config']] = entry['Metadata'].get('Parameters')
+    return params
+
+
+METAFILE_PARAMETERS = _metafile_parameters()
 
 
 REFINER_DENSE_CONFIGS = sorted(
@@ -365,3 +383,40 @@ def test_3x_recipe(config):
     warmup, steps = cfg.param_scheduler
     assert (warmup.type, warmup.end) == ('LinearLR', 1000)
     assert (steps.milestones, steps.end) == ([27, 33], 36)
+
+
+TTA_CONFIGS = [
+    p for p in CONFIGS
+    if osp.basename(p).startswith(('retinanet_', 'upernet_', 'fpn_'))
+]
+
+
+@pytest.mark.parametrize('config', TTA_CONFIGS)
+def test_test_time_augmentation(config):
+    """tools/test.py --tta wraps the model in the config's TTA model and
+    tests on its multi-scale, flipped views."""
+    from mmscalable.engine.runner import add_test_time_augmentation
+    cfg = _cfg(config)
+    model = cfg.model
+    add_test_time_augmentation(cfg)
+    assert cfg.model.type == ('DetTTAModel' if 'retinanet' in config else
+                              'SegTTAModel')
+    assert cfg.model.module == model
+    [tta] = [
+        t for t in cfg.test_dataloader.dataset.pipeline
+        if t.type == 'TestTimeAug'
+    ]
+    resizes, flips = tta.transforms[:2]
+    assert len(resizes) >= 3
+    assert sorted(f.prob for f in flips) == [0., 1.]
+
+
+def test_test_time_augmentation_refuses_what_it_cannot_merge():
+    from mmscalable.engine.runner import add_test_time_augmentation
+    with pytest.raises(ValueError, match='predicts masks'):
+        add_test_time_augmentation(
+            _cfg('configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_coco.py'))
+    with pytest.raises(ValueError, match='has no tta_model and no '
+                       'tta_pipeline'):
+        add_test_time_augmentation(
+            _cfg('configs/scalablevit/scalablevit-s_8xb128_in1k.py'))

@@ -97,6 +97,11 @@ def test_upernet_train_and_test(tmp_path, demo_data):
                str(checkpoint), '--work-dir', str(tmp_path / 'test'),
                '--cfg-options', *short)
     assert 'mIoU' in out
+    # Multi-scale + flip testing through mmseg's SegTTAModel.
+    out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), SEG_CONFIG,
+               str(checkpoint), '--tta', '--work-dir',
+               str(tmp_path / 'test_tta'), '--cfg-options', *short)
+    assert 'mIoU' in out
     # load_from: a new run starting from those weights.
     tool(tmp_path, osp.join(ROOT, 'tools/train.py'), SEG_CONFIG, '--work-dir',
          str(tmp_path / 'finetune'), '--cfg-options', *short,

@@ -7,9 +7,10 @@ import os.path as osp
 from mmengine.config import DictAction
 
 from mmscalable.compat import finish_distributed
-from mmscalable.engine.runner import (add_dump_results, add_visualization,
-                                      build_runner, load_tool_config,
-                                      make_config_demo_data)
+from mmscalable.engine.runner import (add_dump_results,
+                                      add_test_time_augmentation,
+                                      add_visualization, build_runner,
+                                      load_tool_config, make_config_demo_data)
 
 
 def parse_args():
@@ -25,6 +26,13 @@ def parse_args():
     parser.add_argument(
         '--show-dir',
         help='directory (inside the work dir) where painted images are saved')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: the config\'s tta_model around its '
+        'model and its tta_pipeline (multi-scale and flipped views) for the '
+        'test data, as mmdet\'s and mmseg\'s --tta (RetinaNet and ADE20K '
+        'configs; mmdet merges no masks)')
     parser.add_argument(
         '--make-demo-data',
         action='store_true',
@@ -61,6 +69,8 @@ def main():
     if isinstance(backbone, dict) and isinstance(backbone.get('init_cfg'),
                                                  dict):
         backbone.init_cfg = None
+    if args.tta:
+        add_test_time_augmentation(cfg)
     if args.show_dir:
         add_visualization(cfg, args.show_dir)
     if args.out:

@@ -2,7 +2,8 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/default_runtime.py',
+    '../_base_/datasets/coco_detection_tta.py'
 ]
 custom_imports = dict(imports=['mmscalable.models'], allow_failed_imports=False)
 

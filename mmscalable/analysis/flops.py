@@ -82,12 +82,16 @@ def _metafile_models(index: str = MODEL_INDEX) -> Tuple[dict, ...]:
 
 def reported(config: str) -> Dict[str, Optional[float]]:
     """The paper's parameters and FLOPs of ``config`` from the metafiles
-    (None where the paper gives none)."""
+    (None where the paper gives none): ``Reported Parameters`` (the
+    metafiles' ``Parameters`` are those of the model the config builds) and
+    ``FLOPs``."""
     rel = osp.relpath(osp.abspath(config), ROOT)
     for model in _metafile_models():
         if model['Config'] == rel:
             meta = model.get('Metadata', {})
-            return dict(params=meta.get('Parameters'), flops=meta.get('FLOPs'))
+            return dict(
+                params=meta.get('Reported Parameters'),
+                flops=meta.get('FLOPs'))
     return dict(params=None, flops=None)
 
 

@@ -101,6 +101,34 @@ def add_visualization(cfg: Config, show_dir: str) -> None:
         hook.test_out_dir = show_dir
 
 
+def add_test_time_augmentation(cfg: Config) -> None:
+    """Test with the config's ``tta_model`` (mmdet's ``DetTTAModel``,
+    mmseg's ``SegTTAModel``) around its model and its ``tta_pipeline``
+    (multi-scale and flipped views) in the test dataloader, as mmdet's and
+    mmseg's ``tools/test.py --tta`` do.
+
+    Raises:
+        ValueError: If the config has no ``tta_model`` or ``tta_pipeline``,
+            or is a Mask R-CNN (mmdet's TTA model merges boxes only).
+    """
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    name = osp.basename(cfg.filename or 'the config')
+    roi_head = cfg.model.get('roi_head') or {}
+    if 'mask_head' in roi_head:
+        raise ValueError(
+            f'--tta: {name} predicts masks, and mmdet\'s DetTTAModel merges '
+            'the boxes of the augmented views only; test it without --tta')
+    if missing:
+        raise ValueError(
+            f'--tta: {name} has no {" and no ".join(missing)}; add them to '
+            'the config (the RetinaNet and ADE20K configs have them)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # dataset wrappers
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+
+
 def add_dump_results(cfg: Config, out_file: str) -> None:
     """Also dump the raw predictions to ``out_file`` (a .pkl)."""
     if not out_file.endswith(('.pkl', '.pickle')):
