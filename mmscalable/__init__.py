@@ -56,5 +56,7 @@ def check_dependency_versions() -> None:
 check_dependency_versions()
 
 from .compat import apply_fixes  # noqa: E402
+from .model_hub import register_classification_models  # noqa: E402
 
 apply_fixes()
+register_classification_models()

@@ -18,7 +18,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 
 from mmscalable.registry import HOOKS
@@ -200,8 +200,11 @@ class CheckpointMatchHook(Hook):
         self.min_fraction = min_fraction
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = runner.model
+        # Wrappers (DDP) and test-time-augmentation models hold the model
+        # the checkpoint is of as `module`, as mmengine's loader unwraps them.
+        if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         expected = model.state_dict()
         provided: Dict[str, torch.Tensor] = checkpoint.get(
             'state_dict', checkpoint)
