@@ -16,9 +16,18 @@ def test_ffn_eval_branch_is_the_ffn_in_eval_mode(layer_scale):
     if layer_scale:
         ffn.gamma2.weight.data.uniform_(0.5, 2.)
     x = torch.randn(2, 5, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(x + ffn_eval_branch(ffn, x),
-                                   ffn(x, identity=x))
+    expected = ffn(x, identity=x)
+    # With autograd (out of place) and without (in place), the same.
+    torch.testing.assert_close(x + ffn_eval_branch(ffn, x), expected)
+    torch.testing.assert_close(ffn_eval_branch(ffn, x, x), expected)
+    with torch.inference_mode():
+        kept = x.clone()
+        torch.testing.assert_close(ffn_eval_branch(ffn, x, x), expected)
+        torch.testing.assert_close(x, kept)  # the input is not written
+        # Under autocast the sum is promoted to the identity's dtype.
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = ffn_eval_branch(ffn, x, x)
+        assert out.dtype == torch.float32
     # A layer swapped in later is the one called.
     fc2 = torch.nn.Linear(32, 8)
     ffn.layers[1] = fc2

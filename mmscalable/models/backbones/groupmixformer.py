@@ -113,7 +113,7 @@ class GroupMixBlock(BaseModule):
             if not self.training:
                 # Dropout and drop path are identities in eval mode.
                 x = x + self.attn(self.norm1(x), hw_shape)
-                return x + ffn_eval_branch(self.ffn, self.norm2(x))
+                return ffn_eval_branch(self.ffn, self.norm2(x), x)
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
             return self.ffn(self.norm2(x), identity=x)
 

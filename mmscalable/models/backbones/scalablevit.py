@@ -117,7 +117,7 @@ class ScalableViTBlock(BaseModule):
         if not self.training and not self.with_cp:
             # Dropout and drop path are identities in eval mode.
             x = x + self.attn(self.norm1(x), hw_shape)
-            return x + ffn_eval_branch(self.ffn, self.norm2(x))
+            return ffn_eval_branch(self.ffn, self.norm2(x), x)
 
         def _inner_forward(x):
             x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
