@@ -71,6 +71,8 @@ def test_there_are_configs_for_every_task_and_variant(family):
         assert 'groupmixformer-l_8xb128_in1k-384px.py' in names
     if family == 'refiner':
         assert 'refiner-vit-l_8xb64_in1k-448px.py' in names
+        for v in variants:
+            assert f'refiner-vit-{v}_8xb32_in1k-384px.py' in names
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -420,3 +422,26 @@ def test_test_time_augmentation_refuses_what_it_cannot_merge():
                        'tta_pipeline'):
         add_test_time_augmentation(
             _cfg('configs/scalablevit/scalablevit-s_8xb128_in1k.py'))
+
+
+@pytest.mark.parametrize('variant', ['s', 'm', 'l'])
+def test_refiner_384_fine_tuning(variant):
+    """From the 224 classifier (position embedding resized on loading),
+    LV-ViT's fine-tuning: constant lr 5e-6 for 256 images, weight decay
+    1e-8, evaluation at 384 with crop ratio 1.0."""
+    cfg = _cfg(f'configs/refiner/refiner-vit-{variant}_8xb32_in1k-384px.py')
+    backbone = cfg.model.backbone
+    assert (backbone.arch, backbone.img_size) == (variant, 384)
+    assert backbone.init_cfg == dict(
+        type='Pretrained',
+        checkpoint=f'checkpoints/refiner-vit-{variant}_in1k.pth',
+        prefix='backbone.')
+    assert (cfg.optim_wrapper.optimizer.lr,
+            cfg.optim_wrapper.optimizer.weight_decay) == (5e-6, 1e-8)
+    assert cfg.auto_scale_lr.base_batch_size == 8 * \
+        cfg.train_dataloader.batch_size == 256
+    [warmup] = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 5)
+    assert cfg.train_cfg.max_epochs == 30 and cfg.custom_hooks == []
+    crop = cfg.test_dataloader.dataset.pipeline[-2]
+    assert (crop.type, crop.crop_size) == ('CenterCrop', 384)
