@@ -2,6 +2,7 @@
 checks, without starting a run (tests/test_distributed.py and
 tests/test_recovery.py run them end to end)."""
 import json
+import os.path as osp
 import random
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from test_tools import free_port
+from test_tools import ROOT, free_port
 from tiny_backbones import BACKBONES
 
 import mmscalable.compat as compat
@@ -287,6 +288,35 @@ def test_preflight_names_a_work_dir_that_is_not_writable(tmp_path):
                        match=r'the work dir .*a_file/work is not writable'):
         preflight.check_inputs(
             dataset_cfg(tmp_path, 'ann.json', work_dir=blocker / 'work'))
+
+
+def test_preflight_names_a_missing_pretrained_checkpoint_and_the_fix(
+        tmp_path, monkeypatch):
+    """A real dense config with no converted checkpoint stops before the
+    runner is built, naming the file, the converter command and how to train
+    from scratch."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/scalablevit/mask-rcnn_scalablevit-s_fpn_1x_'
+                 'coco.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(FileNotFoundError) as error:
+        preflight.check_pretrained(cfg)
+    message = str(error.value)
+    assert 'checkpoints/scalablevit-s_in1k.pth does not exist' in message
+    assert str(tmp_path) in message
+    assert ('official2mmscalable.py scalablevit OFFICIAL_CHECKPOINT '
+            'checkpoints/scalablevit-s_in1k.pth') in message
+    assert 'https://github.com/Yangr116/ScalableViT' in message
+    assert 'model.backbone.init_cfg=None' in message
+    # Present, remote or no pretrained initialization: nothing to say.
+    (tmp_path / 'checkpoints').mkdir()
+    (tmp_path / 'checkpoints' / 'scalablevit-s_in1k.pth').write_bytes(b'')
+    preflight.check_pretrained(cfg)
+    cfg.model.backbone.init_cfg.checkpoint = 'https://example.com/a.pth'
+    preflight.check_pretrained(cfg)
+    cfg.model.backbone.init_cfg = None
+    preflight.check_pretrained(cfg)
 
 
 def demo_cfg(tmp_path, data_root, **dataset):

@@ -18,13 +18,49 @@ FULL_PARSE_BYTES = 64 * 2**20
 
 
 def check_inputs(cfg: Config) -> None:
-    """Raise if the work dir is not writable, an embedded demo set the config
-    reads is missing or stale, or an annotation file of the config is
-    missing or does not parse."""
+    """Raise if the work dir is not writable, the backbone's pretrained
+    checkpoint is missing, an embedded demo set the config reads is missing
+    or stale, or an annotation file of the config is missing or does not
+    parse."""
     check_work_dir(cfg.work_dir)
+    check_pretrained(cfg)
     for split, dataset in config_datasets(cfg):
         check_demo_data(split, dataset)
         check_annotation_file(split, dataset)
+
+
+def check_pretrained(cfg: Config) -> None:
+    """The local checkpoint of the backbone's
+    ``init_cfg=dict(type='Pretrained')`` exists; the error says how to get
+    one (the official checkpoint and the converter command) or to train
+    from scratch."""
+    backbone = (cfg.get('model') or {}).get('backbone') or {}
+    init_cfg = backbone.get('init_cfg')
+    if not (isinstance(init_cfg, dict)
+            and init_cfg.get('type') == 'Pretrained'):
+        return
+    path = init_cfg.get('checkpoint')
+    if not isinstance(path, str) or '://' in path or osp.isfile(path):
+        return
+    from mmscalable.models.checkpoint import FAMILIES
+    backbone_type = str(backbone.get('type', '')).split('.')[-1]
+    family = next(
+        (f for f in FAMILIES.values() if f.backbone == backbone_type), None)
+    how = ''
+    if family is not None:
+        how = (
+            f' Download an official {family.title} checkpoint (linked from '
+            f'https://github.com/{family.repository}) and convert it: '
+            '`python tools/model_converters/official2mmscalable.py '
+            f'{family.name} OFFICIAL_CHECKPOINT {path}` (docs/model_zoo.md '
+            'names the file of each variant); or point the config at a '
+            'checkpoint you have with --cfg-options '
+            'model.backbone.init_cfg.checkpoint=PATH.')
+    raise FileNotFoundError(
+        f'the pretrained backbone checkpoint {path} does not exist (relative '
+        f'paths are read from the current folder, {os.getcwd()}).{how} To '
+        'train from scratch instead: --cfg-options '
+        'model.backbone.init_cfg=None.')
 
 
 def check_work_dir(work_dir: str) -> None:
