@@ -2,7 +2,7 @@
 """Models of mmscalable, registered in ``mmscalable.registry.MODELS``.
 
 Backbones and attention modules need only mmengine and mmcv. Task-specific
-parts (the mmpretrain classification head) are registered when their library
+parts (the mmpretrain classifier and heads) are registered when their library
 is installed, so that an mmdet user does not need mmpretrain.
 """
 import importlib.util
@@ -12,4 +12,5 @@ from .layers import *  # noqa: F401,F403
 from .necks import *  # noqa: F401,F403
 
 if importlib.util.find_spec('mmpretrain') is not None:
+    from .classifiers import *  # noqa: F401,F403
     from .heads import *  # noqa: F401,F403

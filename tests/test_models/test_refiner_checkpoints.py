@@ -66,6 +66,7 @@ def converted_checkpoint(official_checkpoint, tmp_path_factory):
 def tiny_classifier_cfg():
     cfg = Config.fromfile(CLS_CONFIG)
     cfg.model.backbone.arch = dict(TINY)
+    cfg.model.cos_reg_blocks = 3  # of the 4 blocks
     cfg.model.backbone.img_size = SIZE
     cfg.model.backbone.drop_path_rate = 0.
     cfg.model.head.in_channels = TINY['embed_dims']

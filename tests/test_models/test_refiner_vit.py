@@ -2,6 +2,7 @@
 import pytest
 import torch
 from mmengine.config import Config
+from mmpretrain.structures import DataSample
 
 from mmscalable.models import RefinerViT
 from mmscalable.models.checkpoint import (refiner_mmcls_to_official,
@@ -107,6 +108,7 @@ def test_key_rules_round_trip_and_value_projection():
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(CLS_CONFIG)
     cfg.model.backbone.arch = dict(TINY)
+    cfg.model.cos_reg_blocks = 3  # of the 4 blocks
     cfg.model.head.in_channels = 48
     cfg.model.head.num_classes = 10
     model = MODELS.build(cfg.model)
@@ -126,10 +128,10 @@ def test_key_rules_round_trip_and_value_projection():
 def test_classifier_loss_and_predict():
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
-    from mmpretrain.structures import DataSample
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(CLS_CONFIG)
     cfg.model.backbone.arch = dict(TINY)
+    cfg.model.cos_reg_blocks = 3  # of the 4 blocks
     cfg.model.head.in_channels = 48
     cfg.model.head.num_classes = 5
     cfg.model.backbone.drop_path_rate = 0.
@@ -141,7 +143,18 @@ def test_classifier_loss_and_predict():
     # Trained as the released code: the class token's loss, plus the patch
     # tokens' loss on the image label (no token labels given).
     losses = model.loss(inputs, samples)
-    assert set(losses) >= {'loss', 'loss_token'}
+    assert set(losses) >= {'loss', 'loss_token', 'loss_attn_cos'}
+    # The released regulariser: 0.1 x the mean cosine similarity across
+    # heads of the maps consecutive blocks pass on (the first 3 pairs).
+    (tokens, ), maps = model.backbone.forward_with_attn_maps(inputs, 4)
+    assert len(maps) == 4 and maps[0].shape == (4, 4, 17, 17)
+    similarity = sum(
+        torch.nn.functional.cosine_similarity(a, b, dim=1)
+        for a, b in zip(maps[:-1], maps[1:])).mean() / 3
+    torch.testing.assert_close(losses['loss_attn_cos'], 0.1 * similarity)
+    losses['loss_attn_cos'].backward()
+    assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
+    model.zero_grad()
     tokens = model.extract_feat(inputs)[-1]
     labels = torch.tensor([i % 5 for i in range(4)])
     expected = head.loss_module(head.fc(tokens[:, 0]), labels, avg_factor=4)
@@ -178,3 +191,25 @@ def test_classifier_loss_and_predict():
 def test_bad_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RefinerViT(**kwargs)
+
+
+def test_classifier_regulariser_arguments():
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(CLS_CONFIG)
+    cfg.model.backbone.arch = dict(TINY)
+    cfg.model.head.in_channels = 48
+    with pytest.raises(ValueError, match=r'cos_reg_blocks \(12\) must be '
+                       r'smaller than the backbone depth \(4\)'):
+        MODELS.build(cfg.model)
+    cfg.model.cos_reg_blocks = -1
+    with pytest.raises(ValueError, match='must be >= 0'):
+        MODELS.build(cfg.model)
+    # Off: ImageClassifier's loss.
+    cfg.model.cos_reg_blocks = 0
+    model = MODELS.build(cfg.model)
+    losses = model.loss(
+        torch.randn(2, 3, 32, 32),
+        [DataSample().set_gt_label(i) for i in range(2)])
+    assert 'loss_attn_cos' not in losses

@@ -425,6 +425,14 @@ class RefinerViT(BaseBackbone):
             (B, C, h, w) of the patch tokens with ``out_type='featmap'``;
             h = ceil(H / 16), w likewise.
         """
+        return self.forward_with_attn_maps(x, 0)[0]
+
+    def forward_with_attn_maps(
+            self, x: Tensor,
+            num_maps: int) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+        """:meth:`forward`'s outputs and the attention maps (B, heads, N, N)
+        that the first ``num_maps`` blocks pass on (the released training's
+        ``atten_list``, for its cosine-similarity regulariser)."""
         check_image_input(x, self.in_channels, self.patch_size,
                           type(self).__name__)
         # Corner padding (mmseg's PatchEmbed(padding='corner')): zeros on
@@ -439,9 +447,11 @@ class RefinerViT(BaseBackbone):
         x = x.flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
         x = self.drop_after_pos(x + self.resized_pos_embed((h, w)))
-        attn, outs = None, []
+        attn, outs, maps = None, [], []
         for i, block in enumerate(self.blocks):
             x, attn = block(x, attn)
+            if i < num_maps:
+                maps.append(attn)
             if i not in self.out_indices:
                 continue
             out = x
@@ -451,4 +461,4 @@ class RefinerViT(BaseBackbone):
                 out = out[:, 1:].transpose(1, 2).reshape(B, -1, h, w)
                 out = out.contiguous()
             outs.append(out)
-        return tuple(outs)
+        return tuple(outs), tuple(maps)

@@ -291,8 +291,15 @@ class RefinedAttention(BaseModule):
         root_scale = math.sqrt(self.scale)
         attn = ((q * root_scale) @ (k * root_scale).transpose(-2, -1))
         attn = attn.softmax(dim=-1)
-        if prev_attn is not None:
+        if prev_attn is None:
+            pass
+        elif self.impl == 'reference':
             attn = attn + prev_attn * self.scale
+        elif torch.is_grad_enabled():
+            # One pass and no (B, heads, N, N) temporary for the product.
+            attn = torch.add(attn, prev_attn, alpha=self.scale)
+        else:
+            attn.add_(prev_attn, alpha=self.scale)
         return self.attn_drop(attn)
 
     def _chunk_rows(self, x: Tensor) -> Optional[int]:
