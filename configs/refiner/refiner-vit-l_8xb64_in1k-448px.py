@@ -14,22 +14,7 @@ train_pipeline = [
         backend='pillow',
         interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(
-        type='RandAugment',
-        policies='timm_increasing',
-        num_policies=2,
-        total_level=10,
-        magnitude_level=9,
-        magnitude_std=0.5,
-        hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
-    dict(
-        type='RandomErasing',
-        erase_prob=0.25,
-        mode='rand',
-        min_area_ratio=0.02,
-        max_area_ratio=1 / 3,
-        fill_color=[127.5, 127.5, 127.5],
-        fill_std=[127.5, 127.5, 127.5]),
+    {{_base_.rand_augment}}, {{_base_.random_erasing}},
     dict(type='PackInputs'),
 ]
 # The released default config of L has crop ratio 1.13 (timm resizes to

@@ -40,6 +40,22 @@ model = dict(
 # this normalisation: timm erases with normal noise in normalised space, i.e.
 # mean + std * N(0, 1) in pixels.
 norm_mean = [127.5, 127.5, 127.5]
+rand_augment = dict(
+    type='RandAugment',
+    policies='timm_increasing',
+    num_policies=2,
+    total_level=10,
+    magnitude_level=9,
+    magnitude_std=0.5,
+    hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic'))
+random_erasing = dict(
+    type='RandomErasing',
+    erase_prob=0.25,
+    mode='rand',
+    min_area_ratio=0.02,
+    max_area_ratio=1 / 3,
+    fill_color=norm_mean,
+    fill_std=norm_mean)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
@@ -47,23 +63,8 @@ train_pipeline = [
         scale=224,
         backend='pillow',
         interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(
-        type='RandAugment',
-        policies='timm_increasing',
-        num_policies=2,
-        total_level=10,
-        magnitude_level=9,
-        magnitude_std=0.5,
-        hparams=dict(pad_val=[128, 128, 128], interpolation='bicubic')),
-    dict(
-        type='RandomErasing',
-        erase_prob=0.25,
-        mode='rand',
-        min_area_ratio=0.02,
-        max_area_ratio=1 / 3,
-        fill_color=norm_mean,
-        fill_std=norm_mean),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'), rand_augment,
+    random_erasing,
     dict(type='PackInputs'),
 ]
 # timm's evaluation with crop ratio 0.9: resize the short side to

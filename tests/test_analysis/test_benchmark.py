@@ -359,18 +359,25 @@ def test_cli_exits_non_zero_after_a_mismatch(tmp_path, monkeypatch, capsys):
     assert '--isolate' in capsys.readouterr().out
 
 
+def _isolated_fast_run(*settings):
+    """GroupMixFormer-M's fast fp32 inference, once, each record in a fresh
+    process."""
+    return run_benchmark(['groupmixformer-m'],
+                         [Setting.parse(s) for s in settings],
+                         modes=('inference', ),
+                         dtypes=('fp32', ),
+                         impls=('fast', ),
+                         device='cpu',
+                         warmup=0,
+                         repeats=1,
+                         count_model_flops=False,
+                         isolate=True,
+                         log=_quiet)
+
+
 def test_isolated_records_measure_peak_cpu_memory(tmp_path):
     # One fresh process (about 10 s: imports) for the fast path's record.
-    results = run_benchmark(['groupmixformer-m'], [Setting.parse('64x64:1')],
-                            modes=('inference', ),
-                            dtypes=('fp32', ),
-                            impls=('fast', ),
-                            device='cpu',
-                            warmup=0,
-                            repeats=1,
-                            count_model_flops=False,
-                            isolate=True,
-                            log=_quiet)
+    results = _isolated_fast_run('64x64:1')
     assert results['isolate']
     [record] = results['records']
     assert record['status'] == 'ok', record
@@ -389,16 +396,7 @@ def test_isolated_records_measure_peak_cpu_memory(tmp_path):
 
 def test_isolated_failures_are_recorded(monkeypatch):
     monkeypatch.setattr(benchmark, '_ISOLATED_CODE', 'raise SystemExit(3)')
-    results = run_benchmark(['groupmixformer-m'], [Setting.parse('64x64:1')],
-                            modes=('inference', ),
-                            dtypes=('fp32', ),
-                            impls=('fast', ),
-                            device='cpu',
-                            warmup=0,
-                            repeats=1,
-                            count_model_flops=False,
-                            isolate=True,
-                            log=_quiet)
+    results = _isolated_fast_run('64x64:1')
     [record] = results['records']
     assert record['status'] == 'error'
     assert 'exited with 3' in record['error']
@@ -410,18 +408,7 @@ def test_isolated_failures_are_recorded(monkeypatch):
         'if "96x96" in sys.argv[2]: os.kill(os.getpid(), signal.SIGSEGV)\n'
         'from mmscalable.analysis.benchmark import run_isolated_task\n'
         'run_isolated_task(*sys.argv[1:4])\n')
-    results = run_benchmark(['groupmixformer-m'],
-                            [Setting.parse('96x96:1'),
-                             Setting.parse('64x64:1')],
-                            modes=('inference', ),
-                            dtypes=('fp32', ),
-                            impls=('fast', ),
-                            device='cpu',
-                            warmup=0,
-                            repeats=1,
-                            count_model_flops=False,
-                            isolate=True,
-                            log=_quiet)
+    results = _isolated_fast_run('96x96:1', '64x64:1')
     crashed, measured = results['records']
     assert (crashed['setting'], crashed['status']) == ('96x96:1', 'error')
     assert 'crashed (SIGSEGV)' in crashed['error']
