@@ -33,7 +33,9 @@ def ffn_eval_branch(ffn: FFN,
         Tensor: The branch's output, plus ``identity`` if given.
     """
     (fc1, act, _), fc2, _ = ffn.layers
-    inplace = not torch.is_grad_enabled()
+    # A trace must not depend on the grad mode (torch.jit.trace checks its
+    # graph again under no_grad).
+    inplace = not (torch.is_grad_enabled() or torch.jit.is_tracing())
     hidden = fc1(x)
     if inplace and type(act) is nn.GELU:
         hidden = torch.ops.aten.gelu_(hidden, approximate=act.approximate)

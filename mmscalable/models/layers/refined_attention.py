@@ -295,7 +295,7 @@ class RefinedAttention(BaseModule):
             pass
         elif self.impl == 'reference':
             attn = attn + prev_attn * self.scale
-        elif torch.is_grad_enabled():
+        elif torch.is_grad_enabled() or torch.jit.is_tracing():
             # One pass and no (B, heads, N, N) temporary for the product.
             attn = torch.add(attn, prev_attn, alpha=self.scale)
         else:
