@@ -454,3 +454,75 @@ def test_cpu_sync_batchnorm_over_two_processes_is_batchnorm_of_the_batch():
         torch.testing.assert_close(r['bias_grad'], bn.bias.grad, **atol)
         torch.testing.assert_close(r['running_mean'], bn.running_mean, **atol)
         torch.testing.assert_close(r['running_var'], bn.running_var, **atol)
+
+
+class _Detector(nn.Module):
+    """A model called as mmdet's: ``model(inputs, data_samples, mode)``."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if mode == 'raise':
+            raise RuntimeError('forward failed')
+        return self.backbone(inputs)
+
+    def test_step(self, data):
+        return self(**data, mode='predict')
+
+
+def test_padding_mask_hook_passes_the_image_shapes():
+    from mmdet.structures import DetDataSample
+    from mmengine.model import BaseTTAModel
+
+    from mmscalable.models import RefinerViT
+    backbone = RefinerViT(
+        arch=dict(embed_dims=32, depth=2, num_heads=2),
+        out_type='featmap').eval()
+    model = _Detector(backbone)
+    hook = HOOKS.build(dict(type='mmscalable.PaddingMaskHook'))
+    # Unwrapped from test-time augmentation (and DDP) to the detector.
+    class TTAModel(BaseTTAModel):
+
+        def merge_preds(self, data_samples_list):
+            return data_samples_list[0]
+
+    hook.before_run(SimpleNamespace(model=TTAModel(module=model)))
+    small = torch.randn(1, 3, 32, 48)
+    batch = torch.zeros(2, 3, 64, 64)
+    batch[0, :, :32, :48] = small
+    samples = [
+        DetDataSample(metainfo=dict(img_shape=(32, 48))),
+        DetDataSample(metainfo=dict(img_shape=(64, 64)))
+    ]
+    with torch.no_grad():
+        (alone, ) = backbone(small)
+        (masked, ) = model(batch, samples, mode='predict')
+        (keyword, ) = model(inputs=batch, data_samples=samples)
+        (unmasked, ) = model(batch)
+        # A crop (as a sliding-window inference) is not the batch the
+        # shapes describe: it runs as it is.
+        calls = []
+        handle = backbone.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(kwargs),
+            with_kwargs=True)
+        model(batch[:, :, :32, :32], samples)
+        handle.remove()
+    torch.testing.assert_close(masked[:1, :, :2, :3], alone)
+    torch.testing.assert_close(keyword, masked)
+    assert not torch.allclose(unmasked[:1, :, :2, :3], alone)
+    assert calls == [{}]
+    # The shapes are forgotten when a forward fails.
+    with pytest.raises(RuntimeError, match='forward failed'):
+        model(batch, samples, mode='raise')
+    assert hook.hooks.shapes is None
+    hook.after_run(None)
+    assert not backbone._forward_pre_hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks
+
+
+def test_padding_mask_hook_refuses_a_backbone_without_valid_shapes():
+    hook = HOOKS.build(dict(type='mmscalable.PaddingMaskHook'))
+    with pytest.raises(TypeError, match='valid_shapes.*Linear'):
+        hook.before_run(SimpleNamespace(model=_Detector(nn.Linear(2, 2))))

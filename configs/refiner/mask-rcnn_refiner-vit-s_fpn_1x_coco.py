@@ -75,3 +75,7 @@ optim_wrapper = dict(
         }))
 # Batch 16 = 8 GPUs x 2 images; `--auto-scale-lr` rescales the lr for others.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# Each image attends over its own tokens only, not over the padding that
+# batches it with larger images: the refined maps are not normalised over the
+# keys, so padded tokens would change its features (see the README).
+custom_hooks = [dict(type='mmscalable.PaddingMaskHook')]

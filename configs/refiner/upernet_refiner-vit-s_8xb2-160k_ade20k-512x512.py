@@ -89,3 +89,7 @@ train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# Each image attends over its own tokens only, not over the padding that
+# batches it with larger images: the refined maps are not normalised over the
+# keys, so padded tokens would change its features (see the README).
+custom_hooks = [dict(type='mmscalable.PaddingMaskHook')]

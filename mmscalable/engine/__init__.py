@@ -5,8 +5,10 @@ from .dist import (CPUDistributedDataParallel, CPUSyncBatchNorm,
                    convert_cpu_sync_batchnorm)
 from .hooks import CheckpointMatchHook, RandomStateHook
 from .optim import AmpOptimWrapper
+from .padding_mask_hook import PaddingMaskHook
 
 __all__ = [
     'AmpOptimWrapper', 'CheckpointMatchHook', 'CPUDistributedDataParallel',
-    'CPUSyncBatchNorm', 'RandomStateHook', 'convert_cpu_sync_batchnorm'
+    'CPUSyncBatchNorm', 'PaddingMaskHook', 'RandomStateHook',
+    'convert_cpu_sync_batchnorm'
 ]

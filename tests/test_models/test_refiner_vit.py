@@ -71,6 +71,51 @@ def test_every_pixel_is_seen():
     assert not torch.allclose(out[..., -1, -1], out_moved[..., -1, -1])
 
 
+@pytest.mark.parametrize('out_type', ['featmap', 'raw'])
+def test_padding_masked_out_gives_the_features_alone(out_type):
+    # Frozen norms, as the dense configs train: an image's features must not
+    # depend on the batch it is padded into.
+    model = tiny(out_type=out_type, out_indices=(1, 3), norm_eval=True)
+    model.train()
+    small = torch.randn(1, 3, 40, 56)
+    large = torch.randn(1, 3, 72, 90)
+    batch = torch.zeros(2, 3, 72, 90)
+    batch[0, :, :40, :56] = small[0]
+    batch[1] = large[0]
+    alone = model(small)
+    masked = model(batch, valid_shapes=[(40, 56), (72, 90)])
+    unmasked = model(batch)
+    for out_alone, out_masked, out_unmasked in zip(alone, masked, unmasked):
+        if out_type == 'raw':
+            # The class token, then the 5 x 6 patch grid in the batch's
+            # raster order (3 x 4 patches of the small image).
+            grid = out_masked[0, 1:].reshape(5, 6, -1)
+            torch.testing.assert_close(out_masked[0, 0], out_alone[0, 0])
+            torch.testing.assert_close(grid[:3, :4].reshape(12, -1),
+                                       out_alone[0, 1:])
+            assert not grid[3:].any() and not grid[:, 4:].any()
+            continue
+        assert out_masked.shape == (2, 48, 5, 6)
+        torch.testing.assert_close(out_masked[:1, :, :3, :4], out_alone)
+        assert not out_masked[0, :, 3:].any()
+        assert not out_masked[0, :, :, 4:].any()
+        # Without the mask the small image attends to the padding.
+        assert not torch.allclose(out_unmasked[:1, :, :3, :4], out_alone)
+    # The large image covers the batch: its features are unchanged.
+    torch.testing.assert_close(masked[0][1:], model(large)[0])
+    sum(out.sum() for out in masked).backward()
+    assert model.pos_embed.grad is not None
+
+
+def test_valid_shapes_bad_input():
+    model = tiny().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match='2 images'):
+        model(x, valid_shapes=[(32, 32)])
+    with pytest.raises(ValueError, match='40x32 does not fit'):
+        model(x, valid_shapes=[(32, 32), (40, 32)])
+
+
 def test_pos_embed_of_another_size_is_resized_on_every_load(tmp_path):
     from mmengine.runner import load_checkpoint
     torch.manual_seed(0)

@@ -412,11 +412,26 @@ class RefinerViT(BaseBackbone):
             return self.pos_embed
         return resize_pos_embed(self.pos_embed, self.pos_grid, grid)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+    def forward(
+        self,
+        x: Tensor,
+        valid_shapes: Optional[Sequence[Sequence[int]]] = None
+    ) -> Tuple[Tensor, ...]:
         """Forward.
 
         Args:
             x (Tensor): Images (B, in_channels, H, W) of at least 16x16.
+            valid_shapes (Sequence[Sequence[int]], optional): For each image,
+                the (height, width) of its pixels at the top left of ``x``;
+                the rest is padding added to batch it with larger images
+                (mmdet's and mmseg's data preprocessors pad at the bottom and
+                right). Padded tokens are then masked out of every image's
+                attention: no image attends to them or to another image's
+                padding, and the maps are refined over the image's own token
+                grid, so an image's features are those it has alone.
+                Features of the padding are zero. ``PaddingMaskHook`` passes
+                the data samples' ``img_shape`` here. Defaults to None (every
+                pixel of ``x`` is the image's).
 
         Returns:
             tuple[Tensor]: For each of ``out_indices``, the block output
@@ -425,7 +440,66 @@ class RefinerViT(BaseBackbone):
             (B, C, h, w) of the patch tokens with ``out_type='featmap'``;
             h = ceil(H / 16), w likewise.
         """
-        return self.forward_with_attn_maps(x, 0)[0]
+        if valid_shapes is None:
+            return self.forward_with_attn_maps(x, 0)[0]
+        crops = self._valid_crops(x, valid_shapes)
+        if crops is None:
+            return self.forward_with_attn_maps(x, 0)[0]
+        grid = self._grid(x.shape[2:])
+        # The refinement convolves the N x N maps in token order, and an
+        # image's raster order depends on its width: a key mask inside the
+        # padded grid would still give each image other neighbours than it
+        # has alone. Each image therefore runs on its own grid, which is its
+        # attention with the padded keys (and queries) masked out, without
+        # the cost of computing them.
+        per_image = [
+            self.forward_with_attn_maps(crop, 0)[0] for crop in crops
+        ]
+        return tuple(
+            torch.cat([
+                self._pad_output(outs[i], self._grid(crop.shape[2:]), grid)
+                for crop, outs in zip(crops, per_image)
+            ]) for i in range(len(self.out_indices)))
+
+    def _grid(self, size: Sequence[int]) -> Tuple[int, int]:
+        """The (h, w) patches of an image of ``size`` (corner padded)."""
+        return (-(-size[0] // self.patch_size), -(-size[1] // self.patch_size))
+
+    def _valid_crops(
+            self, x: Tensor,
+            valid_shapes: Sequence[Sequence[int]]) -> Optional[list]:
+        """Each image's valid pixels, or None when none has padding."""
+        if len(valid_shapes) != x.shape[0]:
+            raise ValueError(
+                f'valid_shapes has {len(valid_shapes)} entries for a batch '
+                f'of {x.shape[0]} images')
+        shapes = [tuple(int(side) for side in shape[:2])
+                  for shape in valid_shapes]
+        for height, width in shapes:
+            if not (0 < height <= x.shape[2] and 0 < width <= x.shape[3]):
+                raise ValueError(
+                    f'A valid shape of {height}x{width} does not fit in the '
+                    f'input of {x.shape[2]}x{x.shape[3]}')
+        if all(shape == tuple(x.shape[2:]) for shape in shapes):
+            return None
+        return [
+            x[i:i + 1, :, :height, :width]
+            for i, (height, width) in enumerate(shapes)
+        ]
+
+    def _pad_output(self, out: Tensor, image_grid: Tuple[int, int],
+                    grid: Tuple[int, int]) -> Tensor:
+        """One image's output on its (h, w) grid of patches, zero-padded to
+        the batch's."""
+        (h, w), padding = image_grid, (0, grid[1] - image_grid[1], 0,
+                                       grid[0] - image_grid[0])
+        if self.out_type == 'featmap':
+            return F.pad(out, padding)
+        # Tokens: the class token, then the patch tokens in raster order.
+        B, _, C = out.shape
+        patches = out[:, 1:].transpose(1, 2).reshape(B, C, h, w)
+        patches = F.pad(patches, padding).flatten(2).transpose(1, 2)
+        return torch.cat([out[:, :1], patches], dim=1)
 
     def forward_with_attn_maps(
             self, x: Tensor,
