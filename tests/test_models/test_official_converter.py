@@ -57,13 +57,32 @@ def test_one_converter_for_every_family(family, tmp_path, capsys):
     from tools.model_converters.official2mmscalable import main
     src, dst = _official(tmp_path, family), str(tmp_path / 'out' / 'x.pth')
     main([family, src, dst])
-    assert capsys.readouterr().out == (
-        f'Converted 1 tensors from {src} to {dst}\n')
+    first, next_step = capsys.readouterr().out.splitlines()
+    assert first == f'Converted 1 tensors from {src} to {dst}'
+    assert next_step.startswith(f'Next: the classification configs '
+                                f'configs/{family}/')
+    assert f'model.backbone.init_cfg.checkpoint={dst}' in next_step
     saved = torch.load(dst, weights_only=True)
     assert list(saved['state_dict']) == [OFFICIAL_KEYS[family][1]]
     # The record of the converter is the family's script, as before.
     assert saved['meta'] == dict(
         converted_from=f'{family}.pth', converter=f'{family}2mmscalable')
+
+
+def test_missing_or_unreadable_file_is_named(tmp_path, capsys):
+    from tools.model_converters.official2mmscalable import main
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(b'not a checkpoint')
+    page = 'https://github.com/Yangr116/ScalableViT/tree/main/' \
+        'image_classification'
+    for src, problem in [(str(tmp_path / 'none.pth'), 'No checkpoint at'),
+                         (str(junk), 'is not a PyTorch checkpoint')]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(['scalablevit', src, str(tmp_path / 'out.pth')])
+        assert exit_info.value.code == 1
+        error = capsys.readouterr().err
+        assert problem in error and src in error and page in error
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_ema_weights(tmp_path, capsys):

@@ -35,10 +35,10 @@ examples:
 
 
 def _families_help() -> str:
-    lines = ['families (official repository):']
+    lines = ['families (where the official checkpoints are linked):']
     for family in FAMILIES.values():
-        lines.append(f'  {family.name:<16}{family.title} '
-                     f'({family.repository})')
+        lines.append(f'  {family.name:<16}{family.title}: '
+                     f'{family.checkpoint_page}')
         if family.ema_key:
             lines.append(f'  {"":<16}the EMA weights (`{family.ema_key}`) '
                          'where a checkpoint has them; --no-ema for the '
@@ -106,12 +106,21 @@ def main(argv: Optional[Sequence[str]] = None,
     if ema and spec.ema_key is None:
         parser.error(f'--ema: official {spec.title} checkpoints carry no EMA '
                      'weights')
-    spec.convert(args.src, args.dst, ema=ema)
+    try:
+        spec.convert(args.src, args.dst, ema=ema)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f'{parser.prog}: error: {error}\n')
     converted = torch.load(args.dst, map_location='cpu', weights_only=True)
     container = converted['meta'].get('container')
     weights = f' ({container})' if container else ''
     print(f'Converted {len(converted["state_dict"])} tensors{weights} from '
           f'{args.src} to {args.dst}')
+    print(f'Next: the classification configs configs/{spec.name}/*_in1k*.py '
+          f'evaluate it (python tools/test.py CONFIG {args.dst}); the '
+          'detection and segmentation configs start their backbone from '
+          f'checkpoints/{spec.model_prefix}-<variant>_in1k.pth (see '
+          'docs/model_zoo.md), or from this file with --cfg-options '
+          f'model.backbone.init_cfg.checkpoint={args.dst}')
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ families and options.
 import dataclasses
 import os
 import os.path as osp
+import pickle
 from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
@@ -31,7 +32,8 @@ def convert_official_checkpoint(
         to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]],
         marker: str,
         converter: str,
-        ema: Optional[bool] = None) -> Dict[str, Tensor]:
+        ema: Optional[bool] = None,
+        where_to_get: str = '') -> Dict[str, Tensor]:
     """Convert the official checkpoint ``src`` of ``family`` into ``dst``.
 
     Args:
@@ -49,15 +51,33 @@ def convert_official_checkpoint(
             them, else the trained ones (``state_dict``, ``model``); True,
             the EMA weights, which the checkpoint must have; False, the
             trained weights. Defaults to None.
+        where_to_get (str): Where the official checkpoints are, for the
+            errors about a missing or unreadable ``src``. Defaults to ''.
 
     Returns:
         dict: The converted weights.
 
     Raises:
-        ValueError: If ``src`` is not an official checkpoint of ``family``,
-            or lacks the weights ``ema`` asks for.
+        FileNotFoundError: If ``src`` does not exist.
+        ValueError: If ``src`` is not a PyTorch checkpoint, not an official
+            checkpoint of ``family``, or lacks the weights ``ema`` asks for.
     """
-    checkpoint = safe_torch_load(src, map_location='cpu')
+    hint = f' Official {family} checkpoints: {where_to_get}.' \
+        if where_to_get else ''
+    if not osp.isfile(src):
+        raise FileNotFoundError(
+            f'No checkpoint at {src} (relative paths are read from '
+            f'{os.getcwd()}).{hint}')
+    try:
+        checkpoint = safe_torch_load(src, map_location='cpu')
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError,
+            ValueError) as error:
+        raise ValueError(
+            f'{src} is not a PyTorch checkpoint that loads with weights only '
+            f'({type(error).__name__}: {str(error)[:200]}).{hint}') from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'{src} holds a {type(checkpoint).__name__}, not a '
+                         f'state dict.{hint}')
     container = weights_container(checkpoint, src, ema is not False)
     if ema and container not in EMA_CONTAINERS:
         keys = list(checkpoint)
@@ -111,6 +131,8 @@ class BackboneFamily:
             the error for another checkpoint).
         ema_key (str, optional): Where the official checkpoints keep their
             EMA weights; None when they carry none. Defaults to None.
+        checkpoints_folder (str): The repository folder whose README links
+            the checkpoints; '' for the top README. Defaults to ''.
     """
     name: str
     title: str
@@ -121,6 +143,7 @@ class BackboneFamily:
     official_to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]]
     marker: str
     ema_key: Optional[str] = None
+    checkpoints_folder: str = ''
 
     @property
     def converter(self) -> str:
@@ -175,7 +198,16 @@ class BackboneFamily:
             to_mmcls=self.official_to_mmcls,
             marker=self.marker,
             converter=self.converter,
-            ema=ema)
+            ema=ema,
+            where_to_get=self.checkpoint_page)
+
+    @property
+    def checkpoint_page(self) -> str:
+        """The official repository's page that links its checkpoints."""
+        page = f'https://github.com/{self.repository}'
+        if self.checkpoints_folder:
+            page += f'/tree/main/{self.checkpoints_folder}'
+        return page
 
 
 FAMILIES: Dict[str, BackboneFamily] = {
@@ -189,7 +221,8 @@ FAMILIES: Dict[str, BackboneFamily] = {
             repository='Yangr116/ScalableViT',
             is_official=is_official_scalablevit,
             official_to_mmcls=scalablevit_official_to_mmcls,
-            marker='patch_embeds.*'),
+            marker='patch_embeds.*',
+            checkpoints_folder='image_classification'),
         BackboneFamily(
             name='groupmixformer',
             title='GroupMixFormer',
