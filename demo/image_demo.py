@@ -27,6 +27,7 @@ import torch
 from mmengine.config import Config
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
+from mmscalable.compat import quiet_third_party_deprecations
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
@@ -125,4 +126,5 @@ def main():
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

@@ -44,6 +44,7 @@ import io
 import os
 import os.path as osp
 import pickle
+import warnings
 from datetime import timedelta
 from typing import Any, Iterable, List, Optional
 
@@ -271,6 +272,18 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def quiet_third_party_deprecations() -> None:
+    """Keep the pinned stack's deprecation warnings, which a user cannot act
+    on, out of a command's output: mmengine and the OpenMMLab libraries
+    import ``pkg_resources``, which setuptools deprecates.
+
+    For the command-line tools' entry points; importing mmscalable installs
+    no warnings filter.
+    """
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
 def apply_fixes() -> None:

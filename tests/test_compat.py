@@ -6,6 +6,7 @@ import importlib.metadata
 import os.path as osp
 import subprocess
 import sys
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -152,3 +153,14 @@ def test_runtime_requirements_declare_the_checked_ranges():
         lines = [line.split('#')[0].strip() for line in f]
     for package, (low, high) in mmscalable.SUPPORTED_VERSIONS.items():
         assert f'{package}>={low},<{high}' in lines
+
+
+def test_tools_quiet_the_stacks_deprecation_warnings():
+    from mmscalable.compat import quiet_third_party_deprecations
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        quiet_third_party_deprecations()
+        warnings.warn('pkg_resources is deprecated as an API. See ...',
+                      UserWarning)
+        warnings.warn('a warning of our own', UserWarning)
+    assert [str(w.message) for w in caught] == ['a warning of our own']

@@ -6,7 +6,8 @@ import os.path as osp
 
 from mmengine.config import DictAction
 
-from mmscalable.compat import finish_distributed
+from mmscalable.compat import (finish_distributed,
+                               quiet_third_party_deprecations)
 from mmscalable.engine.runner import (add_dump_results,
                                       add_test_time_augmentation,
                                       add_visualization, build_runner,
@@ -82,4 +83,5 @@ def main():
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

@@ -7,7 +7,8 @@ import os
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from mmscalable.compat import finish_distributed
+from mmscalable.compat import (finish_distributed,
+                               quiet_third_party_deprecations)
 from mmscalable.engine.runner import (build_runner, load_tool_config,
                                       make_config_demo_data)
 
@@ -94,4 +95,5 @@ def main():
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 from mmscalable.analysis.benchmark import (  # noqa: E402
     DTYPES, IMPLS, MODES, Setting, failed_records, format_record, named_models,
     run_benchmark, write_outputs)
+from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -154,4 +155,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     sys.exit(main())

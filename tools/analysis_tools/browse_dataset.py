@@ -25,6 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 import mmscalable  # noqa: E402,F401
+from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
 from mmscalable.engine import preflight  # noqa: E402
 from mmscalable.engine.runner import make_config_demo_data  # noqa: E402
 
@@ -125,4 +126,5 @@ def main():
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

@@ -25,6 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
 
 from mmscalable.analysis.flops import (  # noqa: E402
     CONVENTIONS, configs_with_reported_flops, count, markdown_table)
+from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
 
 
 def parse_args():
@@ -77,4 +78,5 @@ def main():
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

@@ -11,6 +11,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from official2mmscalable import main as _main  # noqa: E402
 
+from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
 from mmscalable.models.checkpoint import FAMILIES  # noqa: E402
 
 convert = FAMILIES['groupmixformer'].convert
@@ -21,4 +22,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()

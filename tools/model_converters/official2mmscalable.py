@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from mmscalable.compat import quiet_third_party_deprecations
 from mmscalable.models.checkpoint import FAMILIES, get_family
 
 DESCRIPTION = """\
@@ -124,4 +125,5 @@ def main(argv: Optional[Sequence[str]] = None,
 
 
 if __name__ == '__main__':
+    quiet_third_party_deprecations()
     main()
