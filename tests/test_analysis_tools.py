@@ -99,3 +99,29 @@ def test_log_errors(tmp_path):
     log.write_text('{"loss": 1}\n{oops\n')
     with pytest.raises(ValueError, match='line 2 is not JSON'):
         analyze_logs.load_records(str(log))
+
+
+def test_work_dirs_and_runs_without_scalars(tmp_path, capsys):
+    work = tmp_path / 'work'
+    write_log(work / '20260101_000000/vis_data/scalars.json', RECORDS[:2])
+    write_log(work / '20260102_000000/vis_data/scalars.json', RECORDS)
+    # A later run that stopped before it logged anything.
+    (work / '20260103_000000/vis_data').mkdir(parents=True)
+    (work / '20260103_000000/vis_data/scalars.json').write_text('')
+    (work / '20260104_000000').mkdir()
+    # A work dir reads its latest run with scalars.
+    assert analyze_logs.scalars_file(str(work)) == str(
+        work / '20260102_000000/vis_data/scalars.json')
+    assert len(analyze_logs.load_records(str(work))) == len(RECORDS)
+    # A glob over the runs keeps those with scalars and says which it skips.
+    runs = sorted(str(run) for run in work.iterdir())
+    assert analyze_logs.usable_logs(runs) == runs[:2]
+    err = capsys.readouterr().err
+    assert err.count('skipped') == 2 and '20260103_000000' in err
+    crashed = tmp_path / 'crashed'
+    (crashed / '20260101_000000').mkdir(parents=True)
+    (crashed / '20260102_000000').mkdir()
+    with pytest.raises(FileNotFoundError, match='none of its 2 runs'):
+        analyze_logs.scalars_file(str(crashed))
+    with pytest.raises(FileNotFoundError, match='no scalars to read'):
+        analyze_logs.usable_logs(runs[2:])

@@ -1,36 +1,92 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """Training curves and times from mmengine's scalar logs.
 
-The logs are the ``vis_data/scalars.json`` of a run's work dir (one JSON
-record per logged training iteration and per validation), or the dir of
-the run (``work_dirs/x/20260101_000000``).
+The logs are the ``vis_data/scalars.json`` of a run (one JSON record per
+logged training iteration and per validation): give the file, the run's
+folder (``work_dirs/x/20260101_000000``) or the work dir (its latest run
+with scalars). Paths without scalars (a run that stopped before logging)
+are skipped with a note.
 
 Examples::
 
     python tools/analysis_tools/analyze_logs.py plot_curve \\
         work_dirs/a/20260101_000000 work_dirs/b/20260101_000000 \\
         --keys loss coco/bbox_mAP --legend a b --out curves.png
-    python tools/analysis_tools/analyze_logs.py cal_train_time \\
-        work_dirs/a/20260101_000000
+    python tools/analysis_tools/analyze_logs.py cal_train_time work_dirs/a
 """
 import argparse
 import json
+import os
 import os.path as osp
+import re
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 
-def scalars_file(path: str) -> str:
-    """The scalars.json of a run dir, or ``path`` itself."""
-    if osp.isdir(path):
-        candidate = osp.join(path, 'vis_data', 'scalars.json')
-        if not osp.isfile(candidate):
-            raise FileNotFoundError(f'{path} has no vis_data/scalars.json')
+RUN_DIR = re.compile(r'^\d{8}_\d{6}$')
+
+
+def _run_scalars(run_dir: str) -> Optional[str]:
+    """A run dir's vis_data/scalars.json, if it holds any record."""
+    candidate = osp.join(run_dir, 'vis_data', 'scalars.json')
+    if osp.isfile(candidate) and osp.getsize(candidate) > 0:
         return candidate
-    if not osp.isfile(path):
+    return None
+
+
+def scalars_file(path: str) -> str:
+    """The scalars.json of ``path``: the file itself, a run dir's
+    (``work_dirs/x/20260101_000000``), or, for a work dir, that of its latest
+    run with scalars (a run that crashed before logging has none).
+
+    Raises:
+        FileNotFoundError: Naming ``path`` and what it lacks.
+    """
+    if osp.isfile(path):
+        return path
+    if not osp.isdir(path):
         raise FileNotFoundError(f'log {path} not found')
-    return path
+    found = _run_scalars(path)
+    if found:
+        return found
+    runs = sorted(name for name in os.listdir(path)
+                  if RUN_DIR.match(name) and osp.isdir(osp.join(path, name)))
+    for run in reversed(runs):
+        found = _run_scalars(osp.join(path, run))
+        if found:
+            return found
+    if runs:
+        raise FileNotFoundError(
+            f'{path}: none of its {len(runs)} runs ({", ".join(runs)}) has '
+            'scalars in vis_data/scalars.json (they stopped before logging)')
+    raise FileNotFoundError(
+        f'{path} has no vis_data/scalars.json and no run folders '
+        '(YYYYMMDD_HHMMSS): give a work dir, a run dir or a scalars.json')
+
+
+def usable_logs(paths: Sequence[str]) -> List[str]:
+    """``paths`` without those that have no scalars, each skipped with a
+    line on stderr (a glob such as ``work_dirs/x/2026*/`` also matches the
+    runs that crashed before logging).
+
+    Raises:
+        FileNotFoundError: When none of ``paths`` has scalars.
+    """
+    usable, problems = [], []
+    for path in paths:
+        try:
+            scalars_file(path)
+        except FileNotFoundError as error:
+            problems.append(str(error))
+            continue
+        usable.append(path)
+    if not usable:
+        raise FileNotFoundError('no scalars to read: ' + '; '.join(problems))
+    for problem in problems:
+        print(f'skipped {problem}', file=sys.stderr)
+    return usable
 
 
 def load_records(path: str) -> List[dict]:
@@ -115,18 +171,22 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
     plot = sub.add_parser('plot_curve', help='plot keys over iterations')
-    plot.add_argument('logs', nargs='+', help='scalars.json files or runs')
+    plot.add_argument('logs', nargs='+', help='scalars.json files, run dirs or work dirs')
     plot.add_argument('--keys', nargs='+', default=['loss'])
     plot.add_argument('--legend', nargs='+')
     plot.add_argument('--title')
     plot.add_argument('--out', default='curve.png', help='picture file')
     times = sub.add_parser('cal_train_time', help='time per iteration')
-    times.add_argument('logs', nargs='+', help='scalars.json files or runs')
+    times.add_argument('logs', nargs='+', help='scalars.json files, run dirs or work dirs')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    try:
+        args.logs = usable_logs(args.logs)
+    except FileNotFoundError as error:
+        sys.exit(f'error: {error}')
     if args.command == 'plot_curve':
         plot_curve(args.logs, args.keys, args.out, args.legend, args.title)
         print(f'curves of {", ".join(args.keys)} written to {args.out}')
