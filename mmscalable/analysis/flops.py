@@ -20,6 +20,7 @@ Semantic FPN at 512x2048. Detectors are counted in mmdet's tensor
 mode: the RPN's top 1000 proposals through the box head and the first 100
 through the mask head, as mmdet 2.x's ``forward_dummy``.
 """
+import json
 import os.path as osp
 from collections import Counter
 from functools import lru_cache
@@ -107,13 +108,37 @@ def count(config: str,
         convention (str, optional): ``'fvcore'`` or ``'mmcv'`` (see the
             module's docstring); None for the paper's.
     """
-    from mmengine.analysis import FlopAnalyzer
     cfg = Config.fromfile(config)
     height, width = shape or paper_resolution(cfg)
     convention = convention or paper_convention(cfg)
     if convention not in CONVENTIONS:
         raise ValueError(f'convention must be one of {CONVENTIONS}, got '
                          f'{convention!r}')
+    # Configs that differ in their schedule or data only (1x and 3x, AMP)
+    # build the same model: it is counted once per process.
+    key = (json.dumps(cfg.model.to_dict(), sort_keys=True, default=repr),
+           height, width, convention)
+    if key not in _COUNTED:
+        _COUNTED[key] = _count_model(cfg, height, width, convention)
+    params, flops = _COUNTED[key]
+    paper = reported(config)
+    return dict(
+        config=osp.relpath(osp.abspath(config), ROOT),
+        shape=(height, width),
+        convention=convention,
+        params=params,
+        flops=flops,
+        paper_params=paper['params'],
+        paper_flops=paper['flops'])
+
+
+_COUNTED: Dict[tuple, Tuple[int, float]] = {}
+
+
+def _count_model(cfg: Config, height: int, width: int,
+                 convention: str) -> Tuple[int, float]:
+    """Parameters and FLOPs of one image through ``cfg``'s model."""
+    from mmengine.analysis import FlopAnalyzer
     model = build_whole_model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     images = torch.randn(1, 3, height, width)
@@ -128,16 +153,7 @@ def count(config: str,
             analyzer.set_op_handle(
                 **{op: _no_flops
                    for op in ACTIVATION_MATMULS})
-        flops = float(analyzer.total())
-    paper = reported(config)
-    return dict(
-        config=osp.relpath(osp.abspath(config), ROOT),
-        shape=(height, width),
-        convention=convention,
-        params=params,
-        flops=flops,
-        paper_params=paper['params'],
-        paper_flops=paper['flops'])
+        return params, float(analyzer.total())
 
 
 def _relative(value: float, paper: Optional[float]) -> str:

@@ -74,14 +74,18 @@ def test_cli(tmp_path):
     result = subprocess.run([
         sys.executable,
         osp.join(ROOT, 'tools/analysis_tools/get_flops.py'), DEMO_CLS,
-        '--shape', '64', '64', '--out',
+        DEMO_CLS, '--shape', '64', '64', '--out',
         str(out)
     ],
                             capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert '| scalablevit-tiny_demo-cls | 64x64 |' in result.stdout
-    assert json.loads(out.read_text())[0]['shape'] == [64, 64]
+    assert result.stdout.count('| scalablevit-tiny_demo-cls | 64x64 |') == 4
+    # Progress: one line per config, as it starts.
+    assert '[1/2] ' in result.stderr and '[2/2] ' in result.stderr
+    assert 'pkg_resources' not in result.stderr
+    records = json.loads(out.read_text())
+    assert records[0]['shape'] == [64, 64] and records[0] == records[1]
     result = subprocess.run(
         [sys.executable,
          osp.join(ROOT, 'tools/analysis_tools/get_flops.py')],
@@ -89,3 +93,20 @@ def test_cli(tmp_path):
         text=True)
     assert result.returncode != 0
     assert 'give config files or --reported' in result.stderr
+
+
+def test_a_model_is_counted_once(monkeypatch):
+    from mmscalable.analysis import flops
+    calls = []
+
+    def counted(cfg, height, width, convention):
+        calls.append((height, width, convention))
+        return 1, 2.
+
+    monkeypatch.setattr(flops, '_COUNTED', {})
+    monkeypatch.setattr(flops, '_count_model', counted)
+    for _ in range(2):
+        record = flops.count(DEMO_CLS, (64, 64), 'fvcore')
+        assert (record['params'], record['flops']) == (1, 2.)
+    flops.count(DEMO_CLS, (32, 32), 'fvcore')
+    assert calls == [(64, 64, 'fvcore'), (32, 32, 'fvcore')]

@@ -63,7 +63,10 @@ def main():
     if args.reported:
         configs += configs_with_reported_flops()
     records = []
-    for config in configs:
+    for number, config in enumerate(configs, 1):
+        # Progress on stderr: each count builds and traces a whole model.
+        print(f'[{number}/{len(configs)}] {osp.relpath(config)}',
+              file=sys.stderr, flush=True)
         record = count(config, args.shape, args.convention)
         records.append(record)
         print(markdown_table([record]).splitlines()[-1], flush=True)
