@@ -21,13 +21,15 @@ The pictures are written to ``OUT_DIR/vis/<image name>``.
 import argparse
 import os
 import os.path as osp
+import tempfile
 from typing import List
 
 import torch
 from mmengine.config import Config
 
 import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.compat import quiet_third_party_deprecations
+from mmscalable.compat import quiet_third_party_deprecations, safe_torch_load
+from mmscalable.engine.hooks import check_checkpoint_fits
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
@@ -37,6 +39,10 @@ def parse_args():
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='an mmdet or mmseg config')
     parser.add_argument('--weights', help='the checkpoint of the model')
+    parser.add_argument(
+        '--untrained',
+        action='store_true',
+        help='draw the predictions of random weights (without --weights)')
     parser.add_argument(
         '--out-dir', default='outputs', help='where the pictures go')
     parser.add_argument(
@@ -57,7 +63,13 @@ def parse_args():
         type=float,
         default=0.5,
         help='opacity of the painted classes (mmseg)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.weights is None and not args.untrained:
+        parser.error('give the model\'s checkpoint with --weights CKPT (or '
+                     '--untrained for the predictions of random weights)')
+    if args.weights is not None and args.untrained:
+        parser.error('--untrained and --weights exclude each other')
+    return args
 
 
 def list_images(inputs: str) -> List[str]:
@@ -71,6 +83,42 @@ def list_images(inputs: str) -> List[str]:
     if not osp.isfile(inputs):
         raise FileNotFoundError(f'image {inputs} not found')
     return [inputs]
+
+
+def as_color_images(images: List[str], folder: str) -> List[str]:
+    """The images, with those that are not 3-channel (grayscale, with
+    alpha) written to ``folder`` as colour images of the same name: the
+    models take 3 channels, and the inferencers draw on the image they
+    read."""
+    import mmcv
+    converted = []
+    for image in images:
+        pixels = mmcv.imread(image, flag='unchanged')
+        if pixels is None:
+            raise ValueError(f'{image} is not an image that can be read')
+        if pixels.ndim == 3 and pixels.shape[2] == 3:
+            converted.append(image)
+            continue
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        print(f'{image}: {channels} channel(s), converted to 3')
+        path = osp.join(folder, osp.basename(image))
+        mmcv.imwrite(mmcv.imread(image, flag='color'), path)
+        converted.append(path)
+    return converted
+
+
+def check_weights(cfg: Config, weights: str) -> None:
+    """Refuse a checkpoint of another model, as ``tools/test.py`` does,
+    before the inferencer loads it with a warning per missing key."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmscalable.models  # noqa: F401  (registers the backbones)
+    init_default_scope(cfg.get('default_scope'))
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
+    check_checkpoint_fits(
+        MODELS.build(model_cfg), safe_torch_load(weights, map_location='cpu'),
+        weights)
 
 
 def detect(args, images: List[str]) -> None:
@@ -109,18 +157,26 @@ def main():
     images = list_images(args.inputs)
     if args.weights is not None and not osp.isfile(args.weights):
         raise FileNotFoundError(f'checkpoint {args.weights} not found')
-    scope = Config.fromfile(args.config).get('default_scope')
-    if scope == 'mmdet':
-        detect(args, images)
-    elif scope == 'mmseg':
-        if args.boxes_only:
-            raise ValueError('--boxes-only is for detection configs')
-        segment(args, images)
-    else:
+    cfg = Config.fromfile(args.config)
+    scope = cfg.get('default_scope')
+    if scope in ('mmdet', 'mmseg') and args.weights is not None:
+        check_weights(cfg, args.weights)
+    if args.weights is None:
+        print('--untrained: the pictures show the predictions of random '
+              'weights')
+    if scope not in ('mmdet', 'mmseg'):
         raise ValueError(
             f'{args.config} is a {scope} config; image_demo.py draws mmdet '
             '(detection, instance segmentation) and mmseg (semantic '
             'segmentation) predictions')
+    if scope == 'mmseg' and args.boxes_only:
+        raise ValueError('--boxes-only is for detection configs')
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = as_color_images(images, folder)
+        if scope == 'mmdet':
+            detect(args, inputs)
+        else:
+            segment(args, inputs)
     for image in images:
         print(osp.join(args.out_dir, 'vis', osp.basename(image)))
 

@@ -205,30 +205,51 @@ class CheckpointMatchHook(Hook):
         # the checkpoint is of as `module`, as mmengine's loader unwraps them.
         if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        expected = model.state_dict()
-        provided: Dict[str, torch.Tensor] = checkpoint.get(
-            'state_dict', checkpoint)
-        provided = {
-            k[len('module.'):] if k.startswith('module.') else k: v
-            for k, v in provided.items()
-        }
-        fitting = [
-            k for k, v in expected.items() if k in provided
-            and getattr(provided[k], 'shape', None) == v.shape
-        ]
-        if len(fitting) >= self.min_fraction * len(expected):
-            return
-        missing = [k for k in expected if k not in provided]
-        wrong = [
-            f'{k}: checkpoint {tuple(provided[k].shape)}, model '
-            f'{tuple(expected[k].shape)}' for k in expected
-            if k in provided and k not in fitting
-        ]
-        source = runner._load_from or 'the checkpoint'
-        raise ValueError(
-            f'{source} does not fit this model ({type(model).__name__}): '
-            f'{len(fitting)} of its {len(expected)} state-dict tensors are '
-            f'there with their shape; missing e.g. {missing[:3]}, shape '
-            f'mismatches e.g. {wrong[:3]}. Is it a checkpoint of another '
-            'config? (Backbone weights go to the backbone\'s '
-            "init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...).)")
+        check_checkpoint_fits(model, checkpoint, runner._load_from
+                              or 'the checkpoint', self.min_fraction)
+
+
+def check_checkpoint_fits(model: torch.nn.Module,
+                          checkpoint: dict,
+                          source: str,
+                          min_fraction: float = 0.5) -> None:
+    """Refuse a checkpoint of another model.
+
+    Args:
+        model (nn.Module): The model the checkpoint is loaded into.
+        checkpoint (dict): The loaded checkpoint (with ``state_dict``) or a
+            bare state dict.
+        source (str): How to name the checkpoint in the error.
+        min_fraction (float): Share of the model's state-dict tensors the
+            checkpoint must provide with the right shape. Defaults to 0.5.
+
+    Raises:
+        ValueError: Naming the checkpoint, how much of the model it holds
+            and examples of what is missing or of another shape.
+    """
+    expected = model.state_dict()
+    provided: Dict[str, torch.Tensor] = checkpoint.get(
+        'state_dict', checkpoint)
+    provided = {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in provided.items()
+    }
+    fitting = [
+        k for k, v in expected.items()
+        if k in provided and getattr(provided[k], 'shape', None) == v.shape
+    ]
+    if len(fitting) >= min_fraction * len(expected):
+        return
+    missing = [k for k in expected if k not in provided]
+    wrong = [
+        f'{k}: checkpoint {tuple(provided[k].shape)}, model '
+        f'{tuple(expected[k].shape)}' for k in expected
+        if k in provided and k not in fitting
+    ]
+    raise ValueError(
+        f'{source} does not fit this model ({type(model).__name__}): '
+        f'{len(fitting)} of its {len(expected)} state-dict tensors are '
+        f'there with their shape; missing e.g. {missing[:3]}, shape '
+        f'mismatches e.g. {wrong[:3]}. Is it a checkpoint of another '
+        'config? (Backbone weights go to the backbone\'s '
+        "init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...).)")
