@@ -63,8 +63,11 @@ def test_mask_rcnn_train_test_and_resume(tmp_path, demo_data):
     test_dir = tmp_path / 'test'
     out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), DET_CONFIG,
                str(checkpoint), '--work-dir', str(test_dir), '--out',
-               str(tmp_path / 'preds.pkl'), '--cfg-options', *DET_SHORT)
+               str(tmp_path / 'preds.pkl'), '--show-dir', 'vis',
+               '--cfg-options', *DET_SHORT)
     assert 'coco/bbox_mAP' in out
+    # A relative --show-dir is inside the work dir; every image is painted.
+    assert len(glob.glob(str(test_dir / 'vis' / '*.jpg'))) == 4
     metrics = read_test_metrics(test_dir)
     assert 0 <= metrics['coco/bbox_mAP'] <= 1
     assert (tmp_path / 'preds.pkl').is_file()
@@ -95,8 +98,12 @@ def test_upernet_train_and_test(tmp_path, demo_data):
     assert checkpoint.is_file()
     out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), SEG_CONFIG,
                str(checkpoint), '--work-dir', str(tmp_path / 'test'),
-               '--cfg-options', *short)
+               '--show-dir', 'vis', '--cfg-options', *short)
     assert 'mIoU' in out
+    # Every image, not every 50th, inside the work dir.
+    pictures = glob.glob(
+        str(tmp_path / 'test' / 'vis' / 'vis_data' / 'vis_image' / '*.png'))
+    assert len(pictures) == 4
     # Multi-scale + flip testing through mmseg's SegTTAModel.
     out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), SEG_CONFIG,
                str(checkpoint), '--tta', '--work-dir',
@@ -132,9 +139,12 @@ def test_cls_train_and_test(tmp_path):
 
     test_dir = tmp_path / 'test'
     out = tool(tmp_path, osp.join(ROOT, 'tools/test.py'), CLS_CONFIG,
-               str(checkpoint), '--work-dir', str(test_dir), '--cfg-options',
-               *short)
+               str(checkpoint), '--work-dir', str(test_dir), '--show-dir',
+               str(tmp_path / 'painted'), '--show-interval', '2',
+               '--cfg-options', *short)
     assert 'accuracy/top1' in out
+    # An absolute --show-dir is kept; every second image is painted.
+    assert len(glob.glob(str(tmp_path / 'painted' / '*.png'))) == 3
     metrics = read_test_metrics(test_dir)
     assert 0 <= metrics['accuracy/top1'] <= 100
 

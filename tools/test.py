@@ -5,6 +5,7 @@ import os
 import os.path as osp
 
 from mmengine.config import DictAction
+from mmengine.logging import print_log
 
 from mmscalable.compat import (finish_distributed,
                                quiet_third_party_deprecations)
@@ -26,7 +27,14 @@ def parse_args():
         help='dump the predictions to a pickle file for offline evaluation')
     parser.add_argument(
         '--show-dir',
-        help='directory (inside the work dir) where painted images are saved')
+        help='directory where painted predictions are saved; a relative path '
+        'is inside the work dir (mmdet, mmseg and mmpretrain configs alike)')
+    parser.add_argument(
+        '--show-interval',
+        type=int,
+        default=1,
+        help='with --show-dir, paint every this many test images (default: '
+        'every image)')
     parser.add_argument(
         '--tta',
         action='store_true',
@@ -73,7 +81,8 @@ def main():
     if args.tta:
         add_test_time_augmentation(cfg)
     if args.show_dir:
-        add_visualization(cfg, args.show_dir)
+        show_dir = add_visualization(cfg, args.show_dir, args.show_interval)
+        print_log(f'painted predictions go to {show_dir}', logger='current')
     if args.out:
         add_dump_results(cfg, args.out)
 

@@ -83,22 +83,50 @@ def make_config_demo_data(cfg: Config) -> List[str]:
     return roots
 
 
-def add_visualization(cfg: Config, show_dir: str) -> None:
-    """Make the test loop paint its predictions into ``show_dir``."""
-    hook = cfg.get('default_hooks', {}).get('visualization')
-    if hook is None:
-        raise RuntimeError('--show-dir needs a `visualization` hook in '
-                           '`default_hooks` of the config')
+# The test-time painting hook of each library.
+VISUALIZATION_HOOKS = {
+    'mmdet': 'mmdet.DetVisualizationHook',
+    'mmseg': 'mmseg.SegVisualizationHook',
+    'mmpretrain': 'mmpretrain.VisualizationHook',
+}
+
+
+def add_visualization(cfg: Config, show_dir: str, interval: int = 1) -> str:
+    """Make the test loop paint its predictions into one folder.
+
+    The same for mmdet, mmseg and mmpretrain configs: a relative
+    ``show_dir`` is inside the work dir (``cfg.work_dir``), and every
+    ``interval``-th image is drawn (mmseg draws every 50th by default,
+    mmpretrain one in 5,000). The pictures are ``<image name>`` for mmdet,
+    ``vis_data/vis_image/<image name>_<step>.png`` for mmseg and
+    ``<image name>_<step>.png`` for mmpretrain.
+
+    Returns:
+        str: The folder.
+    """
     scope = cfg.get('default_scope')
+    if cfg.get('visualizer') is None:
+        raise RuntimeError('--show-dir needs a `visualizer` in the config')
+    cfg.setdefault('default_hooks', ConfigDict())
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        hook = cfg.default_hooks.visualization = ConfigDict(
+            type=VISUALIZATION_HOOKS[scope])
+    if interval < 1:
+        raise ValueError(f'the show interval must be at least 1, got '
+                         f'{interval}')
+    show_dir = osp.abspath(osp.join(cfg.work_dir, show_dir))
+    hook.interval = interval
     if scope == 'mmpretrain':
         hook.enable = True
         hook.out_dir = show_dir
     elif scope == 'mmseg':
         hook.draw = True
         cfg.visualizer.save_dir = show_dir
-    else:  # mmdet
+    else:  # mmdet (which draws every test image whatever the interval)
         hook.draw = True
         hook.test_out_dir = show_dir
+    return show_dir
 
 
 def add_test_time_augmentation(cfg: Config) -> None:
