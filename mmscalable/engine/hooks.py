@@ -200,13 +200,18 @@ class CheckpointMatchHook(Hook):
         self.min_fraction = min_fraction
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model
-        # Wrappers (DDP) and test-time-augmentation models hold the model
-        # the checkpoint is of as `module`, as mmengine's loader unwraps them.
-        if is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-            model = model.module
-        check_checkpoint_fits(model, checkpoint, runner._load_from
-                              or 'the checkpoint', self.min_fraction)
+        check_checkpoint_fits(
+            unwrap_model(runner.model), checkpoint, runner._load_from
+            or 'the checkpoint', self.min_fraction)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside wrappers (DDP) and test-time-augmentation models,
+    which hold it as ``module``, as mmengine's checkpoint loader unwraps
+    them."""
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
 
 
 def check_checkpoint_fits(model: torch.nn.Module,

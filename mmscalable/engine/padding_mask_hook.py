@@ -15,10 +15,10 @@ import inspect
 from typing import List, Optional, Sequence, Tuple
 
 from mmengine.hooks import Hook
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import Tensor, nn
 
 from mmscalable.registry import HOOKS
+from .hooks import unwrap_model
 
 
 def _data_samples(args: tuple, kwargs: dict) -> Optional[Sequence]:
@@ -116,9 +116,7 @@ class PaddingMaskHook(Hook):
         self.hooks: Optional[BatchImageShapes] = None
 
     def before_run(self, runner) -> None:
-        model = runner.model
-        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-            model = model.module
+        model = unwrap_model(runner.model)
         backbone = getattr(model, 'backbone', None)
         if backbone is None or not _takes_valid_shapes(backbone):
             found = 'none' if backbone is None else type(backbone).__name__
