@@ -159,11 +159,6 @@ def main():
         raise FileNotFoundError(f'checkpoint {args.weights} not found')
     cfg = Config.fromfile(args.config)
     scope = cfg.get('default_scope')
-    if scope in ('mmdet', 'mmseg') and args.weights is not None:
-        check_weights(cfg, args.weights)
-    if args.weights is None:
-        print('--untrained: the pictures show the predictions of random '
-              'weights')
     if scope not in ('mmdet', 'mmseg'):
         raise ValueError(
             f'{args.config} is a {scope} config; image_demo.py draws mmdet '
@@ -171,6 +166,11 @@ def main():
             'segmentation) predictions')
     if scope == 'mmseg' and args.boxes_only:
         raise ValueError('--boxes-only is for detection configs')
+    if args.weights is not None:
+        check_weights(cfg, args.weights)
+    else:
+        print('--untrained: the pictures show the predictions of random '
+              'weights')
     with tempfile.TemporaryDirectory() as folder:
         inputs = as_color_images(images, folder)
         if scope == 'mmdet':

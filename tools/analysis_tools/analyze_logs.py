@@ -170,14 +170,15 @@ def train_time(records: Sequence[dict]) -> Dict[str, float]:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
+    logs_help = 'scalars.json files, run dirs or work dirs'
     plot = sub.add_parser('plot_curve', help='plot keys over iterations')
-    plot.add_argument('logs', nargs='+', help='scalars.json files, run dirs or work dirs')
+    plot.add_argument('logs', nargs='+', help=logs_help)
     plot.add_argument('--keys', nargs='+', default=['loss'])
     plot.add_argument('--legend', nargs='+')
     plot.add_argument('--title')
     plot.add_argument('--out', default='curve.png', help='picture file')
     times = sub.add_parser('cal_train_time', help='time per iteration')
-    times.add_argument('logs', nargs='+', help='scalars.json files, run dirs or work dirs')
+    times.add_argument('logs', nargs='+', help=logs_help)
     return parser.parse_args()
 
 

@@ -440,9 +440,8 @@ class RefinerViT(BaseBackbone):
             (B, C, h, w) of the patch tokens with ``out_type='featmap'``;
             h = ceil(H / 16), w likewise.
         """
-        if valid_shapes is None:
-            return self.forward_with_attn_maps(x, 0)[0]
-        crops = self._valid_crops(x, valid_shapes)
+        crops = (None if valid_shapes is None else self._valid_crops(
+            x, valid_shapes))
         if crops is None:
             return self.forward_with_attn_maps(x, 0)[0]
         grid = self._grid(x.shape[2:])
