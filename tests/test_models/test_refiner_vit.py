@@ -150,7 +150,12 @@ def test_pos_embed_of_another_size_is_resized_on_every_load(tmp_path):
 
 
 def test_key_rules_round_trip_and_value_projection():
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+
+    # The build resolves the data preprocessor in the default scope, which
+    # an earlier test may have left at another library.
+    init_default_scope('mmpretrain')
     cfg = Config.fromfile(CLS_CONFIG)
     cfg.model.backbone.arch = dict(TINY)
     cfg.model.cos_reg_blocks = 3  # of the 4 blocks
