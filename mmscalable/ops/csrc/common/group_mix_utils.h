@@ -17,11 +17,12 @@
 // kernel row-major: the k x k taps of channel c start at weight_begin(c).
 #pragma once
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <cstdint>
 
 #include "host_device.h"
-
-#include <ATen/ATen.h>
 
 namespace mmscalable {
 namespace group_mix {
@@ -70,6 +71,20 @@ MMSCALABLE_HOST_DEVICE int64_t weight_begin(const GroupTable& table,
   const int64_t taps =
       static_cast<int64_t>(table.kernel_size[group]) * table.kernel_size[group];
   return table.weight_begin[group] + (channel - group_begin(table, group)) * taps;
+}
+
+// Group, channel and tap of packed weight `index`.
+MMSCALABLE_HOST_DEVICE void weight_position(const GroupTable& table,
+                                            int64_t index, int* group,
+                                            int64_t* channel, int* tap) {
+  int g = 0;
+  while (g + 1 < table.num_groups && index >= table.weight_begin[g + 1]) ++g;
+  const int64_t taps =
+      static_cast<int64_t>(table.kernel_size[g]) * table.kernel_size[g];
+  const int64_t offset = index - table.weight_begin[g];
+  *group = g;
+  *channel = group_begin(table, g) + offset / taps;
+  *tap = static_cast<int>(offset % taps);
 }
 
 // Element offset of input position (b, h, w, s, c).
@@ -124,6 +139,44 @@ template <typename T>
 MMSCALABLE_HOST_DEVICE T epilogue(T value, T bias, bool apply_hardswish) {
   const T biased = value + bias;
   return apply_hardswish ? hardswish(biased) : biased;
+}
+
+// The table of a call from its kernel sizes and channels per group, checked
+// against the input's `channels` (host only).
+inline GroupTable make_table(c10::IntArrayRef kernel_sizes,
+                      c10::IntArrayRef group_channels, int64_t channels) {
+  TORCH_CHECK(!kernel_sizes.empty(),
+              "group_mix_dwconv needs at least one channel group");
+  TORCH_CHECK(kernel_sizes.size() == group_channels.size(),
+              "group_mix_dwconv: kernel_sizes has ", kernel_sizes.size(),
+              " entries but group_channels has ", group_channels.size());
+  TORCH_CHECK(static_cast<int>(kernel_sizes.size()) <= kMaxGroups,
+              "group_mix_dwconv supports at most ", kMaxGroups,
+              " channel groups, got ", kernel_sizes.size());
+  GroupTable table{};
+  table.num_groups = static_cast<int>(kernel_sizes.size());
+  int64_t channel_end = 0, weight_end = 0;
+  for (int g = 0; g < table.num_groups; ++g) {
+    const int64_t k = kernel_sizes[g];
+    TORCH_CHECK(k >= 1 && k % 2 == 1 && k <= 31,
+                "group_mix_dwconv: kernel sizes must be odd, between 1 and "
+                "31, got ",
+                kernel_sizes);
+    TORCH_CHECK(group_channels[g] >= 1,
+                "group_mix_dwconv: every group needs at least one channel, "
+                "got group_channels ",
+                group_channels);
+    table.kernel_size[g] = static_cast<int>(k);
+    table.weight_begin[g] = weight_end;
+    channel_end += group_channels[g];
+    weight_end += group_channels[g] * k * k;
+    table.channel_end[g] = channel_end;
+    table.max_radius = std::max(table.max_radius, static_cast<int>(k / 2));
+  }
+  TORCH_CHECK(channel_end == channels, "group_mix_dwconv: group_channels ",
+              group_channels, " add up to ", channel_end,
+              " channels, but the input has ", channels);
+  return table;
 }
 
 // Device implementations, called by the front end (pytorch/group_mix.cpp)

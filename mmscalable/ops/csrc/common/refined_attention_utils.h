@@ -122,5 +122,96 @@ MMSCALABLE_HOST_DEVICE int64_t num_tiles(int64_t num_tokens,
   return (num_tokens + rows_per_tile - 1) / rows_per_tile;
 }
 
+// ---------------------------------------------------------------------------
+// Launch planning of the CUDA kernels (common/cuda/
+// refined_attention_cuda_kernel.cuh), host arithmetic only: the .cu file
+// plans with the device's shared memory per block, the tests' emulation with
+// smaller budgets to force small tiles, and the Python side asks
+// `cuda_kernels_fit` before it routes maps to the kernels.
+
+// Heads a CUDA thread keeps sums for in registers (Refiner-ViT has 6 to 16).
+constexpr int kMaxCudaHeads = 32;
+// Threads per block of every kernel.
+constexpr int kCudaThreads = 256;
+
+enum class CudaKernel { kForward, kBackwardRows, kBackwardValue };
+
+// Shared memory of `kernel` for a tile of rows x cols, in elements of the
+// accumulation type.
+//   forward, backward_value: the maps and z1 with a one-position halo, the
+//     refined tile, and the product (rows x d) / sums (cols x d) per head;
+//   backward_rows: maps and z1 with a two-position halo; z2, its gradient
+//     and the refined map's gradient with one; z1's gradient at the tile's
+//     own positions; the parameters' gradients.
+inline int64_t cuda_shared_elements(CudaKernel kernel, int64_t heads,
+                                    int64_t hidden, int64_t dims, int rows,
+                                    int cols) {
+  const int64_t plane1 = int64_t(rows + 2) * (cols + 2);
+  if (kernel == CudaKernel::kBackwardRows) {
+    const int64_t plane2 = int64_t(rows + 4) * (cols + 4);
+    const int64_t params = hidden * heads * 2 + hidden * (kTaps + 2) +
+                           heads * 2;
+    return (heads + hidden) * plane2 + (2 * hidden + heads) * plane1 +
+           hidden * rows * cols + params;
+  }
+  const int64_t refine = (heads + hidden) * plane1 + heads * rows * cols;
+  const int64_t per_head = kernel == CudaKernel::kForward ? rows : cols;
+  return refine + heads * per_head * dims;
+}
+
+// How one kernel is launched: the tile, the blocks (tiles x images, all on
+// the grid's x axis, which takes up to 2^31 - 1 blocks) and the dynamic
+// shared memory. rows == 0 when no tile fits.
+struct CudaLaunchPlan {
+  int rows = 0;
+  int cols = 0;
+  int64_t tiles_per_image = 0;
+  int64_t blocks = 0;
+  int64_t shared_bytes = 0;
+};
+
+// The largest candidate tile of `kernel` whose shared memory fits
+// `shared_limit` bytes, for `batch` images of (heads, n, n) maps.
+inline CudaLaunchPlan plan_cuda_launch(CudaKernel kernel, int64_t batch,
+                                       int64_t heads, int64_t hidden,
+                                       int64_t n, int64_t dims,
+                                       int64_t element_size,
+                                       int64_t shared_limit) {
+  constexpr int kCandidates[][2] = {{8, 32}, {4, 32}, {4, 16},
+                                    {2, 16}, {2, 8},  {1, 8}};
+  CudaLaunchPlan plan;
+  for (const auto& tile : kCandidates) {
+    const int64_t bytes =
+        cuda_shared_elements(kernel, heads, hidden, dims, tile[0], tile[1]) *
+        element_size;
+    if (bytes > shared_limit) continue;
+    plan.rows = tile[0];
+    plan.cols = tile[1];
+    // backward_value tiles key columns; the others query rows.
+    plan.tiles_per_image = num_tiles(
+        n, kernel == CudaKernel::kBackwardValue ? plan.cols : plan.rows);
+    plan.blocks = plan.tiles_per_image * batch;
+    plan.shared_bytes = bytes;
+    return plan;
+  }
+  return plan;
+}
+
+// Whether the CUDA kernels take maps of `heads` heads, `hidden` expanded
+// channels and values of `dims` channels, with `shared_limit` bytes of
+// shared memory per block and accumulation in `element_size` bytes.
+inline bool cuda_kernels_fit(int64_t heads, int64_t hidden, int64_t dims,
+                             int64_t element_size, int64_t shared_limit) {
+  if (heads > kMaxCudaHeads) return false;
+  for (CudaKernel kernel : {CudaKernel::kForward, CudaKernel::kBackwardRows,
+                            CudaKernel::kBackwardValue}) {
+    if (plan_cuda_launch(kernel, 1, heads, hidden, 1, dims, element_size,
+                         shared_limit)
+            .rows == 0)
+      return false;
+  }
+  return true;
+}
+
 }  // namespace refined_attention
 }  // namespace mmscalable

@@ -26,42 +26,6 @@ namespace mmscalable {
 namespace group_mix {
 namespace {
 
-GroupTable make_table(c10::IntArrayRef kernel_sizes,
-                      c10::IntArrayRef group_channels, int64_t channels) {
-  TORCH_CHECK(!kernel_sizes.empty(),
-              "group_mix_dwconv needs at least one channel group");
-  TORCH_CHECK(kernel_sizes.size() == group_channels.size(),
-              "group_mix_dwconv: kernel_sizes has ", kernel_sizes.size(),
-              " entries but group_channels has ", group_channels.size());
-  TORCH_CHECK(static_cast<int>(kernel_sizes.size()) <= kMaxGroups,
-              "group_mix_dwconv supports at most ", kMaxGroups,
-              " channel groups, got ", kernel_sizes.size());
-  GroupTable table{};
-  table.num_groups = static_cast<int>(kernel_sizes.size());
-  int64_t channel_end = 0, weight_end = 0;
-  for (int g = 0; g < table.num_groups; ++g) {
-    const int64_t k = kernel_sizes[g];
-    TORCH_CHECK(k >= 1 && k % 2 == 1 && k <= 31,
-                "group_mix_dwconv: kernel sizes must be odd, between 1 and "
-                "31, got ",
-                kernel_sizes);
-    TORCH_CHECK(group_channels[g] >= 1,
-                "group_mix_dwconv: every group needs at least one channel, "
-                "got group_channels ",
-                group_channels);
-    table.kernel_size[g] = static_cast<int>(k);
-    table.weight_begin[g] = weight_end;
-    channel_end += group_channels[g];
-    weight_end += group_channels[g] * k * k;
-    table.channel_end[g] = channel_end;
-    table.max_radius = std::max(table.max_radius, static_cast<int>(k / 2));
-  }
-  TORCH_CHECK(channel_end == channels, "group_mix_dwconv: group_channels ",
-              group_channels, " add up to ", channel_end,
-              " channels, but the input has ", channels);
-  return table;
-}
-
 int64_t packed_weight_size(const GroupTable& table) {
   int64_t size = 0;
   for (int g = 0; g < table.num_groups; ++g)
@@ -166,7 +130,12 @@ std::tuple<at::Tensor, at::Tensor> dwconv_backward(
                                          : at::empty({0}, options);
   at::Tensor grad_weight = output_mask[1] ? at::empty_like(weight, options)
                                           : at::empty({0}, options);
-  if (input.numel() == 0) return {grad_input, grad_weight};
+  if (input.numel() == 0) {
+    // No position contributes: the weights' gradient is zero, not whatever
+    // the allocation held.
+    if (output_mask[1]) grad_weight.zero_();
+    return {grad_input, grad_weight};
+  }
   const at::Tensor grad_contig = grad_output.contiguous();
   const at::Tensor weight_contig = weight.contiguous();
   at::Tensor grad_input_arg = output_mask[0] ? grad_input : at::Tensor();

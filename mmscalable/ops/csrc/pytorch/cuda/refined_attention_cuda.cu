@@ -1,519 +1,77 @@
 // Copyright (c) mmscalable contributors. All rights reserved.
 //
-// CUDA kernels of the fused refined attention (see
-// common/refined_attention_utils.h for the computation).
-//
-// Every kernel works on tiles of `rows` query rows x `cols` key columns of
-// one image, staged in shared memory with the halo the 3x3 convolution
-// needs, and never writes an expanded (E, N, N) map to global memory:
-//
-//   forward        one block per tile of query rows; it loops over the key
-//                  tiles, refines each (1x1 expand, 3x3 depthwise, 1x1
-//                  reduce, epilogue) and accumulates the tile's product with
-//                  V in shared memory.
-//   backward_rows  one block per tile of query rows: recomputes the hidden
-//                  maps with a two-row/column halo, the gradient of the
-//                  refined map (grad_out V^T) with a one-row/column halo,
-//                  writes the rows' gradient of A and adds the parameters'
-//                  gradients (block sums, one atomic per parameter).
-//   backward_value one block per tile of key columns: recomputes the refined
-//                  map down the query rows and writes the columns' gradient
-//                  of V, M^T grad_out, without atomics.
-//
-// Tile sizes are chosen at launch so that the shared memory fits the
-// device. Arithmetic is in float (double for double maps).
+// Launches of the fused refined attention's CUDA kernels (bodies in
+// common/cuda/refined_attention_cuda_kernel.cuh, launch planning in
+// common/refined_attention_utils.h).
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdint>
+#include <limits>
+#include <mutex>
 #include <vector>
 
-#include "refined_attention_utils.h"
+#include "cuda/refined_attention_cuda_kernel.cuh"
 
 namespace mmscalable {
 namespace {
 
 namespace ra = refined_attention;
 
-constexpr int kThreads = 256;
-// Heads a thread keeps sums for in registers (Refiner-ViT has 12 or 16).
-constexpr int kMaxHeads = 32;
+constexpr int kMaxDevices = 64;
 
-template <typename acc_t>
-using Params = ra::FoldedRefinement<acc_t>;
-
-struct Shape {
-  int64_t heads, hidden, n, dims;
-  int rows, cols;  // the tile
-};
-
-template <typename acc_t>
-struct Grads {
-  acc_t* w_expand;
-  acc_t* b_expand;
-  acc_t* w_depthwise;
-  acc_t* b_depthwise;
-  acc_t* w_reduce;
-  acc_t* b_reduce;
-  acc_t* alpha;
-};
-
-__device__ __forceinline__ bool in_map(int64_t row, int64_t col, int64_t n) {
-  return ra::row_in_map(row, n) && ra::row_in_map(col, n);
-}
-
-// Map values of the tile's rows [row0, row0 + h_rows) and columns
-// [col0, col0 + h_cols) of image `attn` (H, N, N), zero outside the map.
-template <typename scalar_t, typename acc_t>
-__device__ void load_maps(const scalar_t* attn, const Shape& s, int64_t row0,
-                          int64_t col0, int h_rows, int h_cols, acc_t* maps) {
-  const int count = s.heads * h_rows * h_cols;
-  for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
-    const int j = idx % h_cols;
-    const int i = (idx / h_cols) % h_rows;
-    const int64_t h = idx / (h_cols * h_rows);
-    const int64_t row = row0 + i, col = col0 + j;
-    maps[idx] = in_map(row, col, s.n)
-                    ? static_cast<acc_t>(attn[(h * s.n + row) * s.n + col])
-                    : acc_t(0);
-  }
-}
-
-// z1 = b_expand + w_expand A at every position of the staged tile.
-template <typename acc_t>
-__device__ void expand_tile(const Params<acc_t>& p, const Shape& s,
-                            const acc_t* maps, int h_rows, int h_cols,
-                            acc_t* z1) {
-  const int plane = h_rows * h_cols;
-  const int count = s.hidden * plane;
-  for (int idx = threadIdx.x; idx < count; idx += blockDim.x) {
-    const int64_t e = idx / plane;
-    const int pos = idx % plane;
-    acc_t z = p.b_expand[e];
-    for (int64_t h = 0; h < s.heads; ++h) {
-      z += p.w_expand[e * s.heads + h] * maps[h * plane + pos];
-    }
-    z1[idx] = z;
-  }
-}
-
-// h1 at tile position (i, j) of channel e: relu6(z1) inside the map, zero
-// outside it (the conv pads the hidden map).
-template <typename acc_t>
-__device__ __forceinline__ acc_t hidden_at(const acc_t* z1, int64_t e, int i,
-                                           int j, int h_rows, int h_cols,
-                                           int64_t row, int64_t col,
-                                           int64_t n) {
-  return in_map(row, col, n)
-             ? ra::relu6(z1[(e * h_rows + i) * h_cols + j])
-             : acc_t(0);
-}
-
-// z2 of channel e at tile position (i, j) of a z1 tile whose position
-// (i, j) holds map position (row, col); the taps read the neighbours.
-template <typename acc_t>
-__device__ __forceinline__ acc_t depthwise_at(const Params<acc_t>& p,
-                                              const acc_t* z1, int64_t e,
-                                              int i, int j, int h_rows,
-                                              int h_cols, int64_t row,
-                                              int64_t col, int64_t n) {
-  acc_t z = p.b_depthwise[e];
-  for (int dy = -ra::kHalo; dy <= ra::kHalo; ++dy) {
-    for (int dx = -ra::kHalo; dx <= ra::kHalo; ++dx) {
-      z += p.w_depthwise[e * ra::kTaps + ra::tap_index(dy, dx)] *
-           hidden_at(z1, e, i + dy, j + dx, h_rows, h_cols, row + dy,
-                     col + dx, n);
-    }
-  }
-  return z;
-}
-
-// The refined map M (H x rows x cols) of the tile's own positions, from z1
-// and maps staged with a one-position halo (`h_rows` = rows + 2).
-template <typename acc_t>
-__device__ void refine_tile(const Params<acc_t>& p, const Shape& s,
-                            const acc_t* maps, const acc_t* z1, int64_t row0,
-                            int64_t col0, acc_t* refined) {
-  const int h_rows = s.rows + 2 * ra::kHalo, h_cols = s.cols + 2 * ra::kHalo;
-  const int plane = h_rows * h_cols;
-  for (int idx = threadIdx.x; idx < s.rows * s.cols; idx += blockDim.x) {
-    const int i = idx / s.cols, j = idx % s.cols;
-    const int64_t row = row0 + i, col = col0 + j;
-    if (!in_map(row, col, s.n)) {
-      for (int64_t h = 0; h < s.heads; ++h) {
-        refined[h * s.rows * s.cols + idx] = acc_t(0);
-      }
-      continue;
-    }
-    acc_t reduced[kMaxHeads];
-    for (int64_t h = 0; h < s.heads; ++h) reduced[h] = acc_t(0);
-    for (int64_t e = 0; e < s.hidden; ++e) {
-      const acc_t y = ra::relu6(depthwise_at(p, z1, e, i + ra::kHalo,
-                                             j + ra::kHalo, h_rows, h_cols,
-                                             row, col, s.n));
-      for (int64_t h = 0; h < s.heads; ++h) {
-        reduced[h] += p.w_reduce[h * s.hidden + e] * y;
-      }
-    }
-    const int pos = (i + ra::kHalo) * h_cols + j + ra::kHalo;
-    for (int64_t h = 0; h < s.heads; ++h) {
-      refined[h * s.rows * s.cols + idx] = ra::refined_value(
-          p.alpha[h], maps[h * plane + pos], p.b_reduce[h], reduced[h]);
-    }
-  }
-}
-
-// Stages the tile (row0, col0) and refines it into `refined`.
-template <typename scalar_t, typename acc_t>
-__device__ void refined_tile(const scalar_t* attn, const Params<acc_t>& p,
-                             const Shape& s, int64_t row0, int64_t col0,
-                             acc_t* maps, acc_t* z1, acc_t* refined) {
-  const int h_rows = s.rows + 2 * ra::kHalo, h_cols = s.cols + 2 * ra::kHalo;
-  load_maps(attn, s, row0 - ra::kHalo, col0 - ra::kHalo, h_rows, h_cols,
-            maps);
-  __syncthreads();
-  expand_tile(p, s, maps, h_rows, h_cols, z1);
-  __syncthreads();
-  refine_tile(p, s, maps, z1, row0, col0, refined);
-  __syncthreads();
-}
-
-// Shared memory of the forward and backward_value kernels, in elements.
-int64_t refine_smem(const Shape& s) {
-  const int64_t plane = (s.rows + 2) * (s.cols + 2);
-  return (s.heads + s.hidden) * plane + s.heads * s.rows * s.cols;
-}
-
-template <typename scalar_t>
-__global__ void forward_kernel(const scalar_t* attn, const scalar_t* value,
-                               Params<at::opmath_type<scalar_t>> p, Shape s,
-                               scalar_t* out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_bytes[];
-  acc_t* maps = reinterpret_cast<acc_t*>(smem_bytes);
-  acc_t* z1 = maps + s.heads * (s.rows + 2) * (s.cols + 2);
-  acc_t* refined = z1 + s.hidden * (s.rows + 2) * (s.cols + 2);
-  acc_t* product = refined + s.heads * s.rows * s.cols;  // (H, rows, d)
-  const int64_t b = blockIdx.y;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * s.rows;
-  attn += b * s.heads * s.n * s.n;
-  value += b * s.heads * s.n * s.dims;
-  const int outputs = s.heads * s.rows * s.dims;
-  for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-    product[idx] = acc_t(0);
-  }
-  for (int64_t col0 = 0; col0 < s.n; col0 += s.cols) {
-    refined_tile(attn, p, s, row0, col0, maps, z1, refined);
-    for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-      const int64_t k = idx % s.dims;
-      const int i = (idx / s.dims) % s.rows;
-      const int64_t h = idx / (s.dims * s.rows);
-      const acc_t* m = refined + (h * s.rows + i) * s.cols;
-      const scalar_t* v = value + (h * s.n + col0) * s.dims + k;
-      const int width =
-          static_cast<int>(s.n - col0 < s.cols ? s.n - col0 : s.cols);
-      acc_t sum = acc_t(0);
-      for (int j = 0; j < width; ++j) {
-        sum += m[j] * static_cast<acc_t>(v[j * s.dims]);
-      }
-      product[idx] += sum;
-    }
-    __syncthreads();
-  }
-  for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-    const int64_t k = idx % s.dims;
-    const int i = (idx / s.dims) % s.rows;
-    const int64_t h = idx / (s.dims * s.rows);
-    if (row0 + i < s.n) {
-      out[((b * s.heads + h) * s.n + row0 + i) * s.dims + k] =
-          static_cast<scalar_t>(product[idx]);
-    }
-  }
-}
-
-// dL/dV for a tile of key columns, down all query rows.
-template <typename scalar_t>
-__global__ void backward_value_kernel(const scalar_t* attn,
-                                      const scalar_t* grad_out,
-                                      Params<at::opmath_type<scalar_t>> p,
-                                      Shape s, scalar_t* grad_value) {
-  using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char smem_bytes[];
-  acc_t* maps = reinterpret_cast<acc_t*>(smem_bytes);
-  acc_t* z1 = maps + s.heads * (s.rows + 2) * (s.cols + 2);
-  acc_t* refined = z1 + s.hidden * (s.rows + 2) * (s.cols + 2);
-  acc_t* sums = refined + s.heads * s.rows * s.cols;  // (H, cols, d)
-  const int64_t b = blockIdx.y;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * s.cols;
-  attn += b * s.heads * s.n * s.n;
-  grad_out += b * s.heads * s.n * s.dims;
-  const int outputs = s.heads * s.cols * s.dims;
-  for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-    sums[idx] = acc_t(0);
-  }
-  for (int64_t row0 = 0; row0 < s.n; row0 += s.rows) {
-    refined_tile(attn, p, s, row0, col0, maps, z1, refined);
-    const int height =
-        static_cast<int>(s.n - row0 < s.rows ? s.n - row0 : s.rows);
-    for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-      const int64_t k = idx % s.dims;
-      const int j = (idx / s.dims) % s.cols;
-      const int64_t h = idx / (s.dims * s.cols);
-      const acc_t* m = refined + h * s.rows * s.cols + j;
-      const scalar_t* g = grad_out + (h * s.n + row0) * s.dims + k;
-      acc_t sum = acc_t(0);
-      for (int i = 0; i < height; ++i) {
-        sum += m[i * s.cols] * static_cast<acc_t>(g[i * s.dims]);
-      }
-      sums[idx] += sum;
-    }
-    __syncthreads();
-  }
-  for (int idx = threadIdx.x; idx < outputs; idx += blockDim.x) {
-    const int64_t k = idx % s.dims;
-    const int j = (idx / s.dims) % s.cols;
-    const int64_t h = idx / (s.dims * s.cols);
-    if (col0 + j < s.n) {
-      grad_value[((b * s.heads + h) * s.n + col0 + j) * s.dims + k] =
-          static_cast<scalar_t>(sums[idx]);
-    }
-  }
-}
-
-// Shared memory of backward_rows, in elements: maps and z1 with a two-
-// position halo; z2, its gradient and the refined map's gradient with one;
-// z1's gradient at the tile's own positions; the parameters' gradients.
-int64_t rows_smem(const Shape& s) {
-  const int64_t plane2 = (s.rows + 4) * (s.cols + 4);
-  const int64_t plane1 = (s.rows + 2) * (s.cols + 2);
-  const int64_t params =
-      s.hidden * s.heads * 2 + s.hidden * (ra::kTaps + 2) + s.heads * 2;
-  return (s.heads + s.hidden) * plane2 + (2 * s.hidden + s.heads) * plane1 +
-         s.hidden * s.rows * s.cols + params;
-}
-
-template <typename scalar_t>
-__global__ void backward_rows_kernel(const scalar_t* attn,
-                                     const scalar_t* value,
-                                     const scalar_t* grad_out,
-                                     Params<at::opmath_type<scalar_t>> p,
-                                     Shape s, scalar_t* grad_attn,
-                                     Grads<at::opmath_type<scalar_t>> grads) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = s.heads, E = s.hidden, n = s.n;
-  const int rows2 = s.rows + 4, cols2 = s.cols + 4;
-  const int rows1 = s.rows + 2, cols1 = s.cols + 2;
-  const int plane2 = rows2 * cols2, plane1 = rows1 * cols1;
-  const int own = s.rows * s.cols;
-  extern __shared__ unsigned char smem_bytes[];
-  acc_t* maps = reinterpret_cast<acc_t*>(smem_bytes);  // (H, rows2, cols2)
-  acc_t* z1 = maps + H * plane2;                       // (E, rows2, cols2)
-  acc_t* z2 = z1 + E * plane2;                         // (E, rows1, cols1)
-  acc_t* grad_z2 = z2 + E * plane1;                    // (E, rows1, cols1)
-  acc_t* grad_m = grad_z2 + E * plane1;                // (H, rows1, cols1)
-  acc_t* grad_z1 = grad_m + H * plane1;                // (E, rows, cols)
-  acc_t* g_w_expand = grad_z1 + E * own;               // (E, H)
-  acc_t* g_w_reduce = g_w_expand + E * H;              // (H, E)
-  acc_t* g_w_depthwise = g_w_reduce + H * E;           // (E, 9)
-  acc_t* g_b_expand = g_w_depthwise + E * ra::kTaps;   // (E)
-  acc_t* g_b_depthwise = g_b_expand + E;               // (E)
-  acc_t* g_b_reduce = g_b_depthwise + E;               // (H)
-  acc_t* g_alpha = g_b_reduce + H;                     // (H)
-  const int num_params = E * H * 2 + E * (ra::kTaps + 2) + H * 2;
-
-  const int64_t b = blockIdx.y;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * s.rows;
-  attn += b * H * n * n;
-  value += b * H * n * s.dims;
-  grad_out += b * H * n * s.dims;
-  grad_attn += b * H * n * n;
-  for (int idx = threadIdx.x; idx < num_params; idx += blockDim.x) {
-    g_w_expand[idx] = acc_t(0);
-  }
-
-  for (int64_t col0 = 0; col0 < n; col0 += s.cols) {
-    // Map (row0 - 2 + i, col0 - 2 + j) is at (i, j) of maps and z1.
-    load_maps(attn, s, row0 - 2, col0 - 2, rows2, cols2, maps);
-    __syncthreads();
-    expand_tile(p, s, maps, rows2, cols2, z1);
-    __syncthreads();
-    // Map (row0 - 1 + i, col0 - 1 + j) is at (i, j) of the one-halo tiles.
-    for (int idx = threadIdx.x; idx < E * plane1; idx += blockDim.x) {
-      const int64_t e = idx / plane1;
-      const int i = (idx % plane1) / cols1, j = idx % cols1;
-      const int64_t row = row0 - 1 + i, col = col0 - 1 + j;
-      z2[idx] = in_map(row, col, n) ? depthwise_at(p, z1, e, i + 1, j + 1,
-                                                   rows2, cols2, row, col, n)
-                                    : acc_t(0);
-    }
-    for (int idx = threadIdx.x; idx < H * plane1; idx += blockDim.x) {
-      const int64_t h = idx / plane1;
-      const int i = (idx % plane1) / cols1, j = idx % cols1;
-      const int64_t row = row0 - 1 + i, col = col0 - 1 + j;
-      acc_t sum = acc_t(0);
-      if (in_map(row, col, n)) {
-        const scalar_t* g = grad_out + (h * n + row) * s.dims;
-        const scalar_t* v = value + (h * n + col) * s.dims;
-        for (int64_t k = 0; k < s.dims; ++k) {
-          sum += static_cast<acc_t>(g[k]) * static_cast<acc_t>(v[k]);
-        }
-      }
-      grad_m[idx] = sum;
-    }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < E * plane1; idx += blockDim.x) {
-      const int64_t e = idx / plane1;
-      const int pos = idx % plane1;
-      acc_t sum = acc_t(0);
-      for (int64_t h = 0; h < H; ++h) {
-        sum += p.w_reduce[h * E + e] * grad_m[h * plane1 + pos];
-      }
-      // Zero outside the map too: grad_m and z2 are zero there.
-      grad_z2[idx] = ra::relu6_backward(z2[idx], sum);
-    }
-    __syncthreads();
-    // z1's gradient at the tile's own positions (the transposed conv).
-    for (int idx = threadIdx.x; idx < E * own; idx += blockDim.x) {
-      const int64_t e = idx / own;
-      const int i = (idx % own) / s.cols, j = idx % s.cols;
-      const int64_t row = row0 + i, col = col0 + j;
-      acc_t sum = acc_t(0);
-      if (in_map(row, col, n)) {
-        for (int dy = -ra::kHalo; dy <= ra::kHalo; ++dy) {
-          for (int dx = -ra::kHalo; dx <= ra::kHalo; ++dx) {
-            sum += p.w_depthwise[e * ra::kTaps + ra::tap_index(dy, dx)] *
-                   grad_z2[(e * rows1 + i + 1 - dy) * cols1 + j + 1 - dx];
-          }
-        }
-        sum = ra::relu6_backward(z1[(e * rows2 + i + 2) * cols2 + j + 2],
-                                 sum);
-      }
-      grad_z1[idx] = sum;
-    }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < H * own; idx += blockDim.x) {
-      const int64_t h = idx / own;
-      const int i = (idx % own) / s.cols, j = idx % s.cols;
-      const int64_t row = row0 + i, col = col0 + j;
-      if (!in_map(row, col, n)) continue;
-      acc_t sum = p.alpha[h] * grad_m[(h * rows1 + i + 1) * cols1 + j + 1];
-      for (int64_t e = 0; e < E; ++e) {
-        sum += p.w_expand[e * H + h] * grad_z1[e * own + i * s.cols + j];
-      }
-      grad_attn[(h * n + row) * n + col] = static_cast<scalar_t>(sum);
-    }
-    // The parameters' gradients over the tile's own positions, one thread
-    // per parameter (out-of-map positions contribute zeros).
-    for (int idx = threadIdx.x; idx < num_params; idx += blockDim.x) {
-      acc_t sum = acc_t(0);
-      for (int pos = 0; pos < own; ++pos) {
-        const int i = pos / s.cols, j = pos % s.cols;
-        const int at2 = (i + 2) * cols2 + j + 2;
-        const int at1 = (i + 1) * cols1 + j + 1;
-        int q = idx;
-        if (q < E * H) {  // w_expand[e, h]: grad_z1[e] * A[h]
-          sum += grad_z1[(q / H) * own + pos] * maps[(q % H) * plane2 + at2];
-          continue;
-        }
-        q -= E * H;
-        if (q < H * E) {  // w_reduce[h, e]: grad_m[h] * h2[e]
-          sum += grad_m[(q / E) * plane1 + at1] *
-                 ra::relu6(z2[(q % E) * plane1 + at1]);
-          continue;
-        }
-        q -= H * E;
-        if (q < E * ra::kTaps) {  // w_depthwise[e, tap]: grad_z2[e] * h1
-          const int64_t e = q / ra::kTaps;
-          const int tap = q % ra::kTaps;
-          const int dy = tap / ra::kKernelSize - ra::kHalo;
-          const int dx = tap % ra::kKernelSize - ra::kHalo;
-          sum += grad_z2[e * plane1 + at1] *
-                 hidden_at(z1, e, i + 2 + dy, j + 2 + dx, rows2, cols2,
-                           row0 + i + dy, col0 + j + dx, n);
-          continue;
-        }
-        q -= E * ra::kTaps;
-        if (q < E) {  // b_expand
-          sum += grad_z1[q * own + pos];
-          continue;
-        }
-        q -= E;
-        if (q < E) {  // b_depthwise
-          sum += grad_z2[q * plane1 + at1];
-          continue;
-        }
-        q -= E;
-        if (q < H) {  // b_reduce
-          sum += grad_m[q * plane1 + at1];
-          continue;
-        }
-        q -= H;  // alpha[h]: grad_m[h] * A[h]
-        sum += grad_m[q * plane1 + at1] * maps[q * plane2 + at2];
-      }
-      g_w_expand[idx] += sum;
-    }
-    __syncthreads();
-  }
-  // Parameters in the order of the shared block above.
-  for (int idx = threadIdx.x; idx < num_params; idx += blockDim.x) {
-    int q = idx;
-    acc_t* dst;
-    if (q < E * H) {
-      dst = grads.w_expand + q;
-    } else if ((q -= E * H) < H * E) {
-      dst = grads.w_reduce + q;
-    } else if ((q -= H * E) < E * ra::kTaps) {
-      dst = grads.w_depthwise + q;
-    } else if ((q -= E * ra::kTaps) < E) {
-      dst = grads.b_expand + q;
-    } else if ((q -= E) < E) {
-      dst = grads.b_depthwise + q;
-    } else if ((q -= E) < H) {
-      dst = grads.b_reduce + q;
-    } else {
-      dst = grads.alpha + (q - H);
-    }
-    atomicAdd(dst, g_w_expand[idx]);
-  }
-}
-
-// The largest tile from `candidates` whose shared memory fits the device.
-Shape fit_tile(Shape s, int64_t element_size, int64_t (*smem_of)(const Shape&),
-               int64_t extra_per_row, int64_t extra_per_col,
-               const char* what) {
-  const auto* props = at::cuda::getCurrentDeviceProperties();
-  const int64_t limit = props->sharedMemPerBlockOptin;
-  const int candidates[][2] = {{8, 32}, {4, 32}, {4, 16}, {2, 16}, {2, 8},
-                               {1, 8}};
-  for (const auto& tile : candidates) {
-    s.rows = tile[0];
-    s.cols = tile[1];
-    const int64_t elements =
-        smem_of(s) + extra_per_row * s.rows + extra_per_col * s.cols;
-    if (elements * element_size <= limit) return s;
-  }
-  TORCH_CHECK(false, "refined_attention (CUDA): ", s.heads, " heads and ",
-              s.hidden, " hidden channels need more shared memory per block "
-              "than the device has (", limit, " bytes) for the ", what,
-              " kernel");
-  return s;
-}
-
+// Lets `kernel` use up to the device's opt-in shared memory per block, once
+// per device: setting the attribute per call could race with another host
+// thread's launch of a different size.
 template <typename Kernel>
-void allow_smem(Kernel kernel, int64_t bytes) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(bytes)));
+void allow_shared_memory(Kernel kernel) {
+  static std::once_flag flags[kMaxDevices];
+  const int device = at::cuda::current_device();
+  TORCH_CHECK(device < kMaxDevices, "refined_attention (CUDA): device index ",
+              device, " is beyond the ", kMaxDevices, " this build supports");
+  std::call_once(flags[device], [&] {
+    const auto* props = at::cuda::getCurrentDeviceProperties();
+    C10_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(props->sharedMemPerBlockOptin)));
+  });
 }
 
-Shape shape_of(const at::Tensor& attn, const at::Tensor& value,
-               const at::Tensor& w_expand) {
-  TORCH_CHECK(attn.size(1) <= kMaxHeads, "refined_attention (CUDA): at most ",
-              kMaxHeads, " heads, got ", attn.size(1));
-  return {attn.size(1), w_expand.size(0), attn.size(2), value.size(3), 0, 0};
+// The plan of `kernel` on the current device; raises when nothing fits
+// (the Python side routes such maps elsewhere, see cuda_kernels_fit).
+ra::CudaLaunchPlan plan_on_device(ra::CudaKernel kernel,
+                                  const at::Tensor& attn,
+                                  const at::Tensor& value,
+                                  const at::Tensor& w_expand,
+                                  int64_t element_size, const char* what) {
+  const int64_t heads = attn.size(1), hidden = w_expand.size(0);
+  TORCH_CHECK(heads <= ra::kMaxCudaHeads,
+              "refined_attention (CUDA): at most ", ra::kMaxCudaHeads,
+              " heads, got ", heads);
+  const int64_t limit =
+      at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+  const auto plan =
+      ra::plan_cuda_launch(kernel, attn.size(0), heads, hidden, attn.size(2),
+                           value.size(3), element_size, limit);
+  TORCH_CHECK(plan.rows > 0, "refined_attention (CUDA): ", heads,
+              " heads and ", hidden, " hidden channels need more shared "
+              "memory per block than the device has (", limit,
+              " bytes) for the ", what, " kernel");
+  TORCH_CHECK(plan.blocks <= std::numeric_limits<int32_t>::max(),
+              "refined_attention (CUDA): ", plan.blocks,
+              " blocks exceed a launch's grid; split the batch");
+  return plan;
+}
+
+ra::Shape shape_of(const at::Tensor& attn, const at::Tensor& value,
+                   const at::Tensor& w_expand, const ra::CudaLaunchPlan& p) {
+  return {attn.size(1), w_expand.size(0), attn.size(2), value.size(3),
+          p.rows,       p.cols,           p.tiles_per_image};
 }
 
 }  // namespace
@@ -530,15 +88,14 @@ at::Tensor refined_attention_forward_cuda(
       at::kHalf, at::kBFloat16, attn.scalar_type(),
       "refined_attention_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        Shape s = shape_of(attn, value, w_expand);
-        s = fit_tile(s, sizeof(acc_t), refine_smem, s.heads * s.dims, 0,
-                     "forward");
-        const int64_t bytes =
-            (refine_smem(s) + s.heads * s.rows * s.dims) * sizeof(acc_t);
-        allow_smem(forward_kernel<scalar_t>, bytes);
-        const dim3 grid(ra::num_tiles(s.n, s.rows), attn.size(0));
-        forward_kernel<scalar_t>
-            <<<grid, kThreads, bytes, at::cuda::getCurrentCUDAStream()>>>(
+        const auto plan =
+            plan_on_device(ra::CudaKernel::kForward, attn, value, w_expand,
+                           sizeof(acc_t), "forward");
+        const ra::Shape s = shape_of(attn, value, w_expand, plan);
+        allow_shared_memory(ra::forward_kernel<scalar_t>);
+        ra::forward_kernel<scalar_t>
+            <<<static_cast<unsigned>(plan.blocks), ra::kCudaThreads,
+               plan.shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
                 attn.const_data_ptr<scalar_t>(),
                 value.const_data_ptr<scalar_t>(),
                 ra::folded_refinement<acc_t>(w_expand, b_expand,
@@ -557,6 +114,8 @@ std::vector<at::Tensor> refined_attention_backward_cuda(
     const at::Tensor& w_reduce, const at::Tensor& b_reduce,
     const at::Tensor& alpha) {
   const c10::cuda::CUDAGuard device_guard(attn.device());
+  // The parameters' gradients are sums of float atomics, whose order varies.
+  at::globalContext().alertNotDeterministic("refined_attention_backward_cuda");
   at::Tensor grad_attn = at::empty(attn.sizes(), attn.options());
   at::Tensor grad_value = at::empty(value.sizes(), value.options());
   std::vector<at::Tensor> param_grads;
@@ -573,36 +132,38 @@ std::vector<at::Tensor> refined_attention_backward_cuda(
               w_expand, b_expand, w_depthwise, b_depthwise, w_reduce, b_reduce,
               alpha);
           const auto stream = at::cuda::getCurrentCUDAStream();
-          const Shape base = shape_of(attn, value, w_expand);
-
-          Shape s = fit_tile(base, sizeof(acc_t), rows_smem, 0, 0, "backward");
-          int64_t bytes = rows_smem(s) * sizeof(acc_t);
-          allow_smem(backward_rows_kernel<scalar_t>, bytes);
-          const Grads<acc_t> grads{param_grads[0].mutable_data_ptr<acc_t>(),
+          const auto rows_plan =
+              plan_on_device(ra::CudaKernel::kBackwardRows, attn, value,
+                             w_expand, sizeof(acc_t), "backward");
+          allow_shared_memory(ra::backward_rows_kernel<scalar_t>);
+          const ra::Grads<acc_t> grads{param_grads[0].mutable_data_ptr<acc_t>(),
                                    param_grads[1].mutable_data_ptr<acc_t>(),
                                    param_grads[2].mutable_data_ptr<acc_t>(),
                                    param_grads[3].mutable_data_ptr<acc_t>(),
                                    param_grads[4].mutable_data_ptr<acc_t>(),
                                    param_grads[5].mutable_data_ptr<acc_t>(),
                                    param_grads[6].mutable_data_ptr<acc_t>()};
-          backward_rows_kernel<scalar_t>
-              <<<dim3(ra::num_tiles(s.n, s.rows), attn.size(0)), kThreads,
-                 bytes, stream>>>(attn.const_data_ptr<scalar_t>(),
-                                  value.const_data_ptr<scalar_t>(),
-                                  grad_out.const_data_ptr<scalar_t>(), p, s,
-                                  grad_attn.mutable_data_ptr<scalar_t>(),
-                                  grads);
+          ra::backward_rows_kernel<scalar_t>
+              <<<static_cast<unsigned>(rows_plan.blocks), ra::kCudaThreads,
+                 rows_plan.shared_bytes, stream>>>(
+                  attn.const_data_ptr<scalar_t>(),
+                  value.const_data_ptr<scalar_t>(),
+                  grad_out.const_data_ptr<scalar_t>(), p,
+                  shape_of(attn, value, w_expand, rows_plan),
+                  grad_attn.mutable_data_ptr<scalar_t>(), grads);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-          s = fit_tile(base, sizeof(acc_t), refine_smem, 0, s.heads * s.dims,
-                       "backward (values)");
-          bytes = (refine_smem(s) + s.heads * s.cols * s.dims) * sizeof(acc_t);
-          allow_smem(backward_value_kernel<scalar_t>, bytes);
-          backward_value_kernel<scalar_t>
-              <<<dim3(ra::num_tiles(s.n, s.cols), attn.size(0)), kThreads,
-                 bytes, stream>>>(attn.const_data_ptr<scalar_t>(),
-                                  grad_out.const_data_ptr<scalar_t>(), p, s,
-                                  grad_value.mutable_data_ptr<scalar_t>());
+          const auto value_plan =
+              plan_on_device(ra::CudaKernel::kBackwardValue, attn, value,
+                             w_expand, sizeof(acc_t), "backward (values)");
+          allow_shared_memory(ra::backward_value_kernel<scalar_t>);
+          ra::backward_value_kernel<scalar_t>
+              <<<static_cast<unsigned>(value_plan.blocks), ra::kCudaThreads,
+                 value_plan.shared_bytes, stream>>>(
+                  attn.const_data_ptr<scalar_t>(),
+                  grad_out.const_data_ptr<scalar_t>(), p,
+                  shape_of(attn, value, w_expand, value_plan),
+                  grad_value.mutable_data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   } else {
