@@ -42,7 +42,10 @@ forward between the untimed and the timed calls runs under
 ``torch.profiler``, whose kernel op names tell the backend (flash,
 efficient, cudnn, math, or the CPU's flash kernel, ``flash_cpu``). The
 reference path, and the fast path on the CPU, attend explicitly and run
-none.
+none. Records of Refiner-ViT also say how its refiner blocks computed their
+refined maps in the timed calls (``refined_attention_backends``, e.g.
+``{'fused': 12}``, or ``'chunked'`` where the fused op's kernels do not
+take the maps).
 
 Peak CPU memory needs a process of its own: with ``isolate=True`` (the
 command line's ``--isolate``) each record is measured in a fresh Python
@@ -587,7 +590,23 @@ def _measure(model: nn.Module,
         status, reason = _recorded_failure(error, f'{mode} {dtype}', device,
                                            log)
         return dict(status=status, error=reason)
-    return dict(timing, status='ok')
+    return dict(
+        timing,
+        status='ok',
+        refined_attention_backends=refined_attention_backends(model))
+
+
+def refined_attention_backends(model: nn.Module) -> Dict[str, int]:
+    """How the refiner blocks of ``model`` computed their refined maps in
+    their last call: blocks per backend (``'fused'``, ``'chunked'``,
+    ``'whole_map'``; see ``RefinedAttention.backend``); empty for models
+    without refiner blocks."""
+    counts: Dict[str, int] = {}
+    for module in model.modules():
+        backend = getattr(module, 'backend', None)
+        if isinstance(backend, str) and hasattr(module, 'refinement'):
+            counts[backend] = counts.get(backend, 0) + 1
+    return counts
 
 
 def _check_choices(modes: Sequence[str], dtypes: Sequence[str],
@@ -1090,6 +1109,9 @@ def format_record(record: dict) -> str:
         text += f", {100 * record['peak_fraction']:.1f}% of bf16 peak"
     if record.get('sdpa_backends'):
         text += f", SDPA {_backends_text(record['sdpa_backends'])}"
+    if record.get('refined_attention_backends'):
+        text += (', refined attention '
+                 f"{_backends_text(record['refined_attention_backends'])}")
     return head + text
 
 

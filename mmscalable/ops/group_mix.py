@@ -31,16 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ext_loader import ext_for, load_ext
+from .ext_loader import has_compiled_kernel, register_op
 
 OP_NAME = 'mmscalable::group_mix_dwconv'
 BACKWARD_OP_NAME = 'mmscalable::group_mix_dwconv_backward'
 
-# The dtypes the compiled kernels are instantiated for.
-_EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _MAX_GROUPS = 8
-
-_registered = False
 
 
 def _check_args(input: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -193,29 +189,9 @@ def _backward(ctx, grad_output):
     return grad_input, grad_weight, grad_bias, None, None, None
 
 
-def _register() -> None:
-    """Give the compiled ops their fake implementations and autograd (once,
-    after ``mmscalable._ext`` has defined them)."""
-    global _registered
-    if _registered:
-        return
-    torch.library.register_fake(OP_NAME)(_fake_forward)
-    torch.library.register_fake(BACKWARD_OP_NAME)(_fake_backward)
-    torch.library.register_autograd(
-        OP_NAME, _backward, setup_context=_setup_context)
-    _registered = True
-
-
-def has_kernel(tensor: Tensor) -> bool:
-    """Whether :func:`group_mix_dwconv` runs the compiled op for ``tensor``'s
-    device and dtype (registering its autograd and fake implementations
-    first). False under ``torch.jit.trace``, which would keep the call as an
-    opaque Python op, and during ONNX export, which has no ONNX function for
-    the op: both trace the reference instead."""
-    if ext_for(tensor, _EXT_DTYPES) is None:
-        return False
-    _register()
-    return True
+register_op(
+    OP_NAME, _fake_forward, backward=_backward, setup_context=_setup_context)
+register_op(BACKWARD_OP_NAME, _fake_backward)
 
 
 def group_mix_dwconv(input: Tensor,
@@ -248,14 +224,10 @@ def group_mix_dwconv(input: Tensor,
         index ``s * B + b``.
     """
     _check_args(input, weight, bias, kernel_sizes, group_channels)
-    if not has_kernel(input):
+    if not has_compiled_kernel(input):
         return group_mix_dwconv_reference(input, weight, bias, kernel_sizes,
                                           group_channels, hardswish)
     return torch.ops.mmscalable.group_mix_dwconv(input, weight, bias,
                                                  list(kernel_sizes),
                                                  list(group_channels),
                                                  hardswish)
-
-
-if load_ext() is not None:
-    _register()

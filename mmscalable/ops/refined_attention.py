@@ -25,16 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ext_loader import ext_for
+from .ext_loader import OP_NAMESPACE, has_compiled_kernel, register_op
 
-OP_NAMESPACE = 'mmscalable'
 FORWARD_OP = f'{OP_NAMESPACE}::refined_attention_forward'
 BACKWARD_OP = f'{OP_NAMESPACE}::refined_attention_backward'
-
-# The dtypes of A and V the kernels are instantiated for.
-_KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-_registered = False
 
 
 def param_dtype(map_dtype: torch.dtype) -> torch.dtype:
@@ -85,46 +79,73 @@ def refined_attention_reference(attn: Tensor, value: Tensor, w_expand: Tensor,
     return refined.to(value.dtype) @ value
 
 
-def _register_fake_and_autograd() -> None:
-    """Fake implementations and the autograd formula of the compiled ops."""
-    global _registered
-    if _registered:
-        return
-
-    @torch.library.register_fake(FORWARD_OP)
-    def _forward_fake(attn, value, *params):
-        return value.new_empty(value.shape)
-
-    @torch.library.register_fake(BACKWARD_OP)
-    def _backward_fake(grad_out, attn, value, *params):
-        return (attn.new_empty(attn.shape), value.new_empty(value.shape),
-                *(p.new_empty(p.shape) for p in params))
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def backward(ctx, grad_out):
-        return tuple(
-            torch.ops.mmscalable.refined_attention_backward(
-                grad_out, *ctx.saved_tensors))
-
-    torch.library.register_autograd(
-        FORWARD_OP, backward, setup_context=setup_context)
-    _registered = True
+def _forward_fake(attn, value, *params):
+    return value.new_empty(value.shape)
 
 
-def has_fused_kernel(attn: Tensor) -> bool:
-    """Whether the compiled op covers maps like ``attn`` (its device and
-    dtype, the extension loaded and not disabled).
+def _backward_fake(grad_out, attn, value, *params):
+    return (attn.new_empty(attn.shape), value.new_empty(value.shape),
+            *(p.new_empty(p.shape) for p in params))
 
-    ``torch.compile`` and ``torch.export`` keep the op as one node. ONNX
-    export (and ``torch.jit.trace``, which the TorchScript exporter uses)
-    traces the reference instead: ONNX has no such operator.
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_out):
+    return tuple(
+        torch.ops.mmscalable.refined_attention_backward(
+            grad_out, *ctx.saved_tensors))
+
+
+register_op(
+    FORWARD_OP,
+    _forward_fake,
+    backward=_backward,
+    setup_context=_setup_context)
+register_op(BACKWARD_OP, _backward_fake)
+
+
+# Shared memory per block a kernel may use without opting in: the fallback
+# where torch does not report the opt-in maximum.
+_DEFAULT_SHARED_MEMORY = 48 * 1024
+
+
+def fused_kernel_applies(attn: Tensor, hidden: int, dims: int,
+                         needs_grad: bool) -> bool:
+    """Whether the compiled op computes maps like ``attn``: the one rule
+    that :func:`refined_attention` and Refiner-ViT's blocks follow.
+
+    The op must have a kernel for the maps' device and dtype
+    (:func:`~mmscalable.ops.has_compiled_kernel`). On CUDA its kernels must
+    also take the maps: at most 32 heads, and their smallest tile within
+    the device's shared memory per block (the kernels' own launch planning,
+    ``torch.ops.mmscalable.refined_attention_cuda_kernels_fit``); and where
+    gradients are needed, deterministic algorithms must be off (the
+    parameters' gradients are sums of float atomics, whose order varies).
+
+    Args:
+        attn (Tensor): The maps, (B, heads, N, N).
+        hidden (int): The expanded channels E of the refinement.
+        dims (int): The values' channels per head d.
+        needs_grad (bool): Whether a backward will run.
+
+    Returns:
+        bool: False where the reference (or the model's chunked path) must
+        compute the call.
     """
-    if ext_for(attn, _KERNEL_DTYPES) is None:
+    if not has_compiled_kernel(attn):
         return False
-    _register_fake_and_autograd()
-    return True
+    if attn.device.type != 'cuda':
+        return True
+    if needs_grad and torch.are_deterministic_algorithms_enabled():
+        return False
+    props = torch.cuda.get_device_properties(attn.device)
+    shared = getattr(props, 'shared_memory_per_block_optin',
+                     _DEFAULT_SHARED_MEMORY)
+    element_size = 8 if attn.dtype == torch.float64 else 4
+    return torch.ops.mmscalable.refined_attention_cuda_kernels_fit(
+        attn.shape[1], hidden, dims, element_size, shared)
 
 
 def refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
@@ -132,7 +153,7 @@ def refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
                       b_depthwise: Tensor, w_reduce: Tensor, b_reduce: Tensor,
                       alpha: Tensor) -> Tensor:
     """``M @ value`` (see the module docstring) with the compiled op where
-    :func:`has_fused_kernel`, else with
+    :func:`fused_kernel_applies`, else with
     :func:`refined_attention_reference`.
 
     Arguments as :func:`refined_attention_reference`. For the compiled op,
@@ -141,15 +162,16 @@ def refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
     Returns:
         Tensor: (B, heads, N, d), of V's dtype.
     """
-    if not has_fused_kernel(attn):
+    params = (w_expand, b_expand, w_depthwise, b_depthwise, w_reduce,
+              b_reduce, alpha)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (attn, value, *params))
+    if not fused_kernel_applies(attn, w_expand.shape[0], value.shape[-1],
+                                needs_grad):
         return refined_attention_reference(attn, value, w_expand, b_expand,
                                            w_depthwise, b_depthwise,
                                            w_reduce, b_reduce, alpha)
     dtype = param_dtype(attn.dtype)
-    params = [
-        p.to(dtype) for p in (w_expand, b_expand, w_depthwise, b_depthwise,
-                              w_reduce, b_reduce, alpha)
-    ]
     out = torch.ops.mmscalable.refined_attention_forward(
-        attn, value.to(attn.dtype), *params)
+        attn, value.to(attn.dtype), *[p.to(dtype) for p in params])
     return out.to(value.dtype)

@@ -10,21 +10,26 @@ column) and the tokens of a window row-major, as in Swin's
 padding.
 
 The compiled kernels of ``mmscalable._ext`` (CPU, and CUDA when built with
-it) do each direction in one pass; without them, or for devices and dtypes
-they do not cover, the pure-PyTorch references below are used.
+it) do each direction in one pass, as the ops
+``torch.ops.mmscalable.window_partition`` and ``window_reverse``, each the
+other's backward (so double backward works too). Without them, for devices
+and dtypes they do not cover, under ``MMSCALABLE_DISABLE_EXT=1``,
+``torch.jit.trace`` and ONNX export, the pure-PyTorch references below are
+used (see :func:`~mmscalable.ops.has_compiled_kernel`). Under
+``torch.compile`` too, unlike the other ops: the compiler fuses the
+references' pad and copies into the neighbouring kernels, which it cannot do
+with an op.
 """
 import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
-from .ext_loader import ext_for
+from .ext_loader import has_compiled_kernel, register_op
 
-# The dtypes the compiled kernels are instantiated for.
-_EXT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+PARTITION_OP = 'mmscalable::window_partition'
+REVERSE_OP = 'mmscalable::window_reverse'
 
 
 def _num_windows_along(length: int, window_size: int) -> int:
@@ -123,72 +128,70 @@ def window_reverse_reference(windows: Tensor, window_size: int, H: int,
     return x[:, :H, :W, :].contiguous()
 
 
-def _kernels_for(tensor: Tensor):
-    """The compiled ops module if it has a kernel for ``tensor``, else None.
-
-    Under ``torch.compile`` the reference is traced instead: the compiler
-    fuses its pad and copies into the neighbouring kernels, where an opaque
-    extension call would break the graph (and, with the stages' different
-    sizes, make it recompile the blocks with dynamic shapes). Under
-    ``torch.jit.trace`` and ONNX export too (see ``ext_for``).
-    """
-    if torch.compiler.is_compiling():
-        return None
-    return ext_for(tensor, _EXT_DTYPES)
+def _partition_fake(x: Tensor, window_size: int) -> Tensor:
+    B, H, W, C = x.shape
+    num_windows = (
+        B * _num_windows_along(H, window_size) *
+        _num_windows_along(W, window_size))
+    return x.new_empty((num_windows, window_size * window_size, C))
 
 
-def _partition(x: Tensor, window_size: int) -> Tensor:
-    ext = _kernels_for(x)
-    if ext is None:
-        return window_partition_reference(x, window_size)
-    return ext.window_partition_forward(x, int(window_size))
+def _reverse_fake(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
+    B = windows.shape[0] // (
+        _num_windows_along(H, window_size) *
+        _num_windows_along(W, window_size))
+    return windows.new_empty((B, H, W, windows.shape[2]))
 
 
-def _reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
-    ext = _kernels_for(windows)
-    if ext is None:
-        return window_reverse_reference(windows, window_size, H, W)
-    return ext.window_reverse_forward(windows, int(window_size), int(H),
-                                      int(W))
+def _partition_setup_context(ctx, inputs, output) -> None:
+    x, window_size = inputs
+    ctx.window_size = window_size
+    ctx.map_hw = (x.shape[1], x.shape[2])
 
 
-class WindowPartitionFunction(Function):
-    """Autograd function of :func:`window_partition`.
-
-    The gradient of a partition is the reverse of the windows' gradient:
-    positions that were padding receive no gradient and are cropped.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, window_size: int) -> Tensor:
-        ctx.window_size = window_size
-        ctx.map_hw = (x.shape[1], x.shape[2])
-        return _partition(x, window_size)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_windows: Tensor):
-        H, W = ctx.map_hw
-        return _reverse(grad_windows, ctx.window_size, H, W), None
+def _partition_backward(ctx, grad_windows: Tensor):
+    # The reverse of the windows' gradient: positions that were padding
+    # receive no gradient and are cropped. It is an op with autograd itself,
+    # hence double backward.
+    H, W = ctx.map_hw
+    return torch.ops.mmscalable.window_reverse(grad_windows, ctx.window_size,
+                                               H, W), None
 
 
-class WindowReverseFunction(Function):
-    """Autograd function of :func:`window_reverse`.
+def _reverse_setup_context(ctx, inputs, output) -> None:
+    ctx.window_size = inputs[1]
 
-    The gradient of a reverse is the partition of the map's gradient: padded
-    positions did not reach the output, so their gradient is zero.
-    """
 
-    @staticmethod
-    def forward(ctx, windows: Tensor, window_size: int, H: int,
-                W: int) -> Tensor:
-        ctx.window_size = window_size
-        return _reverse(windows, window_size, H, W)
+def _reverse_backward(ctx, grad_map: Tensor):
+    # The partition of the map's gradient: padded positions did not reach
+    # the output, so their gradient is zero.
+    grad_windows = torch.ops.mmscalable.window_partition(
+        grad_map, ctx.window_size)
+    return grad_windows, None, None, None
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_map: Tensor):
-        return _partition(grad_map, ctx.window_size), None, None, None
+
+register_op(
+    PARTITION_OP,
+    _partition_fake,
+    backward=_partition_backward,
+    setup_context=_partition_setup_context)
+register_op(
+    REVERSE_OP,
+    _reverse_fake,
+    backward=_reverse_backward,
+    setup_context=_reverse_setup_context)
+
+
+def _call_op(op, tensor: Tensor, *args) -> Tensor:
+    """``op(tensor, *args)``, below autograd when there is no graph to
+    record: the op's Python autograd kernel costs more than the copy itself
+    on small maps (one CPU thread, a 14 x 14 x 96 map: 28 us against 11 us).
+    torch.library's autograd kernel takes the same route when no input
+    needs a gradient, after that cost."""
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        return op(tensor, *args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(tensor, *args)
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -205,15 +208,9 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
         Positions beyond the bottom/right border are zero.
     """
     _check_partition_args(x, window_size)
-    ext = _kernels_for(x)
-    if ext is None:
-        # Plain PyTorch ops: autograd (double backward included) as usual.
+    if not has_compiled_kernel(x, keep_under_compile=False):
         return window_partition_reference(x, window_size)
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        # No graph to record: the kernel itself (the autograd Function costs
-        # about as much as the copy on small maps).
-        return ext.window_partition_forward(x, int(window_size))
-    return WindowPartitionFunction.apply(x, window_size)
+    return _call_op(torch.ops.mmscalable.window_partition, x, int(window_size))
 
 
 def window_reverse(windows: Tensor, window_size: int, H: int,
@@ -231,10 +228,7 @@ def window_reverse(windows: Tensor, window_size: int, H: int,
         the windows are dropped.
     """
     _check_reverse_args(windows, window_size, H, W)
-    ext = _kernels_for(windows)
-    if ext is None:
+    if not has_compiled_kernel(windows, keep_under_compile=False):
         return window_reverse_reference(windows, window_size, H, W)
-    if not (torch.is_grad_enabled() and windows.requires_grad):
-        return ext.window_reverse_forward(windows, int(window_size), int(H),
-                                          int(W))
-    return WindowReverseFunction.apply(windows, window_size, H, W)
+    return _call_op(torch.ops.mmscalable.window_reverse, windows,
+                    int(window_size), int(H), int(W))

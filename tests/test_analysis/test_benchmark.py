@@ -76,6 +76,14 @@ def test_records_for_every_combination():
         assert r['weights_mib'] > 0
         # The CPU's choice of the fast path attends without SDPA.
         assert r['sdpa_backends'] == {}
+        # Refiner blocks say how they refined: the fused op for the fast
+        # path's inference (frozen norms), whole maps otherwise.
+        backends = r['refined_attention_backends']
+        if r['model'].startswith('refiner'):
+            fused = r['impl'] == 'fast' and r['mode'] == 'inference'
+            assert list(backends) == ['fused' if fused else 'whole_map'], r
+        else:
+            assert backends == {}
     rows = speedups(results)
     assert len(rows) == 3 * 2 * 2
     assert all(r['fast_speedup'] > 0 for r in rows)

@@ -152,6 +152,20 @@ def test_group_mix_attention_fast_on_both_sides_of_op_threshold(batch):
             torch.testing.assert_close(fast(x, hw), reference(x, hw))
 
 
+def test_depthwise_op_rule_on_gpus_follows_bytes_moved():
+    """Off the CPU the op runs where it moves fewer bytes than cuDNN's
+    per-group convs in every direction, at every map size."""
+    from mmscalable.models.layers.fused_convs import (GPU_BYTES_PER_ELEMENT,
+                                                      depthwise_op_pays)
+    assert set(GPU_BYTES_PER_ELEMENT) == {
+        'forward', 'input_grad', 'weight_grad'
+    }
+    on_gpu = torch.empty(0, device='meta')
+    assert depthwise_op_pays(on_gpu, (7, 7))
+    assert depthwise_op_pays(on_gpu, (200, 336))
+    assert not depthwise_op_pays(torch.empty(0), (7, 7))
+
+
 def test_group_mix_attention_is_registered():
     from mmscalable.registry import MODELS
     attn = MODELS.build(

@@ -327,8 +327,9 @@ def test_compile_with_inductor_and_backward(extension_path):
         return F.relu(group_mix_dwconv(x, weight, bias, ks, gc)).sum()
 
     torch.compile(fn, fullgraph=True)(*leaves).backward()
-    reference = [t.detach().clone().requires_grad_() for t in (x, weight,
-                                                                bias)]
+    reference = [
+        t.detach().clone().requires_grad_() for t in (x, weight, bias)
+    ]
     F.relu(group_mix_dwconv_reference(*reference, ks, gc)).sum().backward()
     for a, b in zip(leaves, reference):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
@@ -382,28 +383,116 @@ def test_cuda_matches_reference(extension_path, dtype, tol, groups):
 
 
 @requires_cuda_ext
-@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4),
-                                       (torch.float16, 2e-2),
-                                       (torch.bfloat16, 5e-2)])
-def test_cuda_backward_matches_reference(extension_path, dtype, tol):
-    x, weight, bias, ks, gc = _case((2, 9, 11), GROUPS[0], device='cuda',
-                                    dtype=dtype)
-    grad = torch.randn(6, 12, 9, 11, device='cuda', dtype=dtype)
-    results = []
-    for fn, cast in ((_op, lambda t: t),
-                     (group_mix_dwconv_reference, lambda t: t.double())):
-        leaves = [cast(t).detach().clone().requires_grad_() for t in
-                  (x, weight, bias)]
-        (fn(*leaves, ks, gc) * cast(grad)).sum().backward()
-        results.append([t.grad.double() for t in leaves])
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol * b.abs().max())
-
-
-@requires_cuda_ext
 def test_cuda_gradcheck(extension_path):
     x, weight, bias, ks, gc = _case((1, 5, 6), GROUPS[0], device='cuda')
     x = x.detach().requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x, w, b: _op(x, w, b, ks, gc),
         (x, weight.requires_grad_(), bias.requires_grad_()))
+
+
+def _strided_leaf(x, dtype):
+    """A new leaf of ``dtype`` holding a copy of the tensor that ``x`` (from
+    :func:`_case`) is a view of, and the view of it with ``x``'s strides:
+    gradients reach the op through the strided layout itself."""
+    base = x if x._base is None else x._base
+    assert base.is_contiguous() and base.storage_offset() == 0
+    leaf = base.detach().to(dtype, copy=True).requires_grad_()
+    return leaf, leaf.as_strided(x.shape, x.stride(), x.storage_offset())
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize('dtype',
+                         [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('groups', [GROUPS[0], GROUPS[4]])
+@pytest.mark.parametrize('token_layout', [True, False])
+def test_cuda_backward_matches_reference(extension_path, dtype, groups,
+                                         token_layout):
+    # The op takes the strided view itself (tokens or a permuted map), as
+    # the model passes it, and its gradient flows back into that layout.
+    x, weight, bias, ks, gc = _case((2, 9, 11), groups, device='cuda',
+                                    dtype=dtype, token_layout=token_layout)
+    B, H, W, S, C = x.shape
+    gen = torch.Generator().manual_seed(1)
+    grad = torch.randn(S * B, C, H, W, generator=gen,
+                       dtype=torch.float64).to('cuda', dtype)
+    results = []
+    for fn, cast in ((_op, dtype), (group_mix_dwconv_reference,
+                                    torch.float64)):
+        base, view = _strided_leaf(x, cast)
+        assert not view.is_contiguous()
+        leaves = [base] + [
+            t.detach().to(cast, copy=True).requires_grad_()
+            for t in (weight, bias)
+        ]
+        out = fn(view, *leaves[1:], ks, gc)
+        results.append(torch.autograd.grad(out, leaves, grad.to(cast)))
+    # The kernels sum in float32: over the k * k taps for the input's
+    # gradient, over the S * B * H * W positions for the kernels' (the
+    # bias's is torch's sum); a float32 sum of n terms of either sign is off
+    # by about eps(float32) * sqrt(n) of its largest values (16 times that
+    # for the order of the sums). Float16 and bfloat16 results are rounded
+    # once more, by half their eps (rtol: their eps).
+    length = S * B * H * W + max(ks)**2
+    atol = 16 * torch.finfo(torch.float32).eps * length**0.5
+    for name, got, want in zip(('input', 'weight', 'bias'), *results):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        torch.testing.assert_close(
+            got.double(), want, rtol=torch.finfo(dtype).eps,
+            atol=atol * want.abs().max().item(),
+            msg=lambda m, name=name: f'gradient of the {name}: {m}')
+
+
+@pytest.fixture
+def unwritten_memory_is_nan():
+    """New tensors that nothing writes read NaN, not whatever their memory
+    held: torch fills ``torch.empty``'s memory under deterministic
+    algorithms (``torch.utils.deterministic.fill_uninitialized_memory``).
+    The previous settings are restored after the test."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('token_layout', [True, False])
+def test_cuda_empty_batch(extension_path, unwritten_memory_is_nan, dtype,
+                          token_layout):
+    x, weight, bias, ks, gc = _case((0, 7, 9), GROUPS[0], device='cuda',
+                                    dtype=dtype, token_layout=token_layout)
+    out = _op(x, weight, bias, ks, gc, True)
+    assert out.shape == (0, 12, 7, 9) and out.device == x.device
+    grad_input, grad_weight = torch.ops.mmscalable.group_mix_dwconv_backward(
+        torch.empty_like(out), x, weight, ks, gc, [True, True])
+    assert grad_input.shape == x.shape
+    # No position: the kernels' gradient is zero, not left unwritten.
+    assert torch.equal(grad_weight, torch.zeros_like(weight))
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    grads = torch.autograd.grad(
+        _op(*leaves, ks, gc), leaves, torch.empty_like(out))
+    for got, leaf in zip(grads, leaves):
+        assert torch.equal(got, torch.zeros_like(leaf))
+
+
+@requires_ext
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_cpu_empty_batch_gives_zero_weight_grad(extension_path,
+                                                unwritten_memory_is_nan,
+                                                dtype):
+    """A zero-size batch contributes nothing to ``weight.grad`` (the
+    backward's allocation, NaN-filled here, is not returned as is)."""
+    x, weight, bias, ks, gc = _case((0, 7, 9), GROUPS[0], dtype=dtype)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    out = group_mix_dwconv(*leaves, ks, gc)
+    assert out.shape == (0, 12, 7, 9)
+    out.sum().backward()
+    for leaf in leaves:
+        assert torch.equal(leaf.grad, torch.zeros_like(leaf))

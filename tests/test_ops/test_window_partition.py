@@ -35,6 +35,16 @@ def _ext():
     return ext
 
 
+def _partition_op(x, window_size):
+    _ext()
+    return torch.ops.mmscalable.window_partition(x, window_size)
+
+
+def _reverse_op(windows, window_size, H, W):
+    _ext()
+    return torch.ops.mmscalable.window_reverse(windows, window_size, H, W)
+
+
 def _random_map(shape, dtype=torch.float32, device='cpu'):
     B, H, W, C, _ = shape
     return torch.randn(B, H, W, C, dtype=torch.float64).to(device, dtype)
@@ -98,9 +108,11 @@ def test_extension_present_when_built():
                         f"available: {info['error']}")
         pytest.skip(f"mmscalable._ext is not built: {info['error']}")
     assert info['error'] is None
+    # The ops its library registered with the dispatcher.
     assert {
-        'window_partition_forward', 'window_reverse_forward',
-        'compiled_with_cuda'
+        'window_partition', 'window_reverse', 'group_mix_dwconv',
+        'group_mix_dwconv_backward', 'refined_attention_forward',
+        'refined_attention_backward'
     } <= set(info['ops'])
     assert info['cuda'] == bool(_ext().compiled_with_cuda())
 
@@ -114,18 +126,34 @@ def test_ext_disabled_by_env(monkeypatch):
 
 
 @requires_ext
+def test_extension_lacking_an_op_is_unavailable(monkeypatch):
+    # A module built from older sources lacks an op that Python declares:
+    # every op then takes its reference, and ext_info says why.
+    from mmscalable.ops import ext_loader
+    _ext()
+    monkeypatch.setattr(ext_loader, '_import_result',
+                        ext_loader._import_result)
+    monkeypatch.setattr(ext_loader, '_declared_ops',
+                        dict(ext_loader._declared_ops))
+    ext_loader.register_op('mmscalable::no_such_op', lambda x: x)
+    assert load_ext() is None
+    assert not ext_loader.has_compiled_kernel(torch.randn(2))
+    assert 'no_such_op' in ext_info()['error']
+    assert 'rebuild' in ext_info()['error']
+
+
+@requires_ext
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('shape', SHAPES)
 def test_extension_matches_reference(shape, dtype):
-    ext = _ext()
     B, H, W, C, ws = shape
     x = _random_map(shape, dtype)
-    windows = ext.window_partition_forward(x, ws)
+    windows = _partition_op(x, ws)
     expected = window_partition_reference(x, ws)
     assert windows.dtype == dtype and windows.is_contiguous()
     # Pure copies: results must be bit-identical, whatever the dtype.
     assert torch.equal(windows, expected)
-    restored = ext.window_reverse_forward(windows, ws, H, W)
+    restored = _reverse_op(windows, ws, H, W)
     assert torch.equal(restored, window_reverse_reference(expected, ws, H, W))
     assert torch.equal(restored, x)
 
@@ -134,8 +162,7 @@ def test_extension_matches_reference(shape, dtype):
 def test_extension_float16_cpu():
     shape = (2, 9, 13, 5, 7)
     x = _random_map(shape, torch.float16)
-    assert torch.equal(_ext().window_partition_forward(x, 7),
-                       window_partition_reference(x, 7))
+    assert torch.equal(_partition_op(x, 7), window_partition_reference(x, 7))
 
 
 @pytest.mark.parametrize('path', ['extension_path', 'reference_path'])
@@ -228,6 +255,72 @@ def test_gradients_of_padding(extension_path):
     assert torch.equal(windows.grad.view(7, 7)[:3, :2], torch.ones(3, 2))
 
 
+@pytest.mark.parametrize('path', ['extension_path', 'reference_path'])
+def test_double_backward(path, request):
+    if path == 'extension_path' and not EXT_AVAILABLE and not REQUIRE_EXT:
+        pytest.skip('mmscalable._ext is not built')
+    request.getfixturevalue(path)
+    ws, H, W = 7, 9, 13
+    x = torch.randn(2, H, W, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: window_partition(t, ws),
+                                        (x, ))
+    windows = torch.randn(
+        8, ws * ws, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: window_reverse(t, ws, H, W),
+                                        (windows, ))
+
+
+# --------------------------------------------------------------------------
+# Registration: opcheck, fake tensors, torch.compile
+# --------------------------------------------------------------------------
+
+
+@requires_ext
+@pytest.mark.parametrize('shape', [(2, 9, 13, 3, 7), (1, 4, 4, 2, 2),
+                                   (1, 3, 2, 2, 7)])
+def test_ops_pass_opcheck(shape):
+    # Schema, fake implementation, autograd registration and their
+    # agreement with the kernels.
+    B, H, W, C, ws = shape
+    _ext()
+    x = _random_map(shape, torch.float64).requires_grad_()
+    torch.library.opcheck(torch.ops.mmscalable.window_partition.default,
+                          (x, ws))
+    windows = window_partition_reference(x.detach(), ws).requires_grad_()
+    torch.library.opcheck(torch.ops.mmscalable.window_reverse.default,
+                          (windows, ws, H, W))
+
+
+@requires_ext
+def test_fake_tensors(extension_path):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.randn(2, 9, 13, 5))
+        windows = window_partition(x, 7)
+        assert windows.shape == (8, 49, 5)
+        assert window_reverse(windows, 7, 9, 13).shape == (2, 9, 13, 5)
+
+
+@requires_ext
+def test_compile_traces_the_reference(extension_path):
+    # Under torch.compile the window ops take their references, which the
+    # compiler fuses with the neighbouring kernels.
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module
+
+    def fn(x):
+        return window_reverse(window_partition(x, 7) * 2, 7, 9, 13)
+
+    x = torch.randn(2, 9, 13, 5)
+    out = torch.compile(fn, backend=backend, fullgraph=True)(x)
+    assert torch.equal(out, 2 * x)
+    assert not any('mmscalable' in str(node.target)
+                   for node in graphs[0].graph.nodes)
+
+
 # --------------------------------------------------------------------------
 # Argument errors
 # --------------------------------------------------------------------------
@@ -257,23 +350,23 @@ def test_bad_arguments(path, request):
 
 @requires_ext
 def test_bad_arguments_compiled_front():
-    # The C++ front validates on its own, for callers of mmscalable._ext; it
-    # raises RuntimeError (TORCH_CHECK) for every problem.
-    ext = _ext()
+    # The C++ front validates on its own, for callers of
+    # torch.ops.mmscalable; it raises RuntimeError (TORCH_CHECK) for every
+    # problem.
     with pytest.raises(RuntimeError, match='4-D'):
-        ext.window_partition_forward(torch.randn(9, 13, 5), 7)
+        _partition_op(torch.randn(9, 13, 5), 7)
     with pytest.raises(RuntimeError, match='window_size must be >= 1'):
-        ext.window_partition_forward(torch.randn(1, 9, 13, 5), 0)
+        _partition_op(torch.randn(1, 9, 13, 5), 0)
     with pytest.raises(RuntimeError, match='3-D windows'):
-        ext.window_reverse_forward(torch.randn(2, 4, 49, 5), 7, 9, 13)
+        _reverse_op(torch.randn(2, 4, 49, 5), 7, 9, 13)
     with pytest.raises(RuntimeError, match='not a multiple of the 4 windows'):
-        ext.window_reverse_forward(torch.randn(6, 49, 5), 7, 9, 13)
+        _reverse_op(torch.randn(6, 49, 5), 7, 9, 13)
     with pytest.raises(RuntimeError, match='window_size \\*\\* 2 = 49'):
-        ext.window_reverse_forward(torch.randn(4, 48, 5), 7, 9, 13)
+        _reverse_op(torch.randn(4, 48, 5), 7, 9, 13)
     with pytest.raises(RuntimeError, match='H >= 1 and W >= 1'):
-        ext.window_reverse_forward(torch.randn(4, 49, 5), 7, 0, 13)
+        _reverse_op(torch.randn(4, 49, 5), 7, 0, 13)
     with pytest.raises(RuntimeError, match='float32, float64'):
-        ext.window_partition_forward(torch.zeros(1, 9, 13, 5).int(), 7)
+        _partition_op(torch.zeros(1, 9, 13, 5).int(), 7)
 
 
 # --------------------------------------------------------------------------
@@ -299,18 +392,16 @@ def test_cuda_matches_reference(shape, dtype):
 @pytest.mark.parametrize('channels', [1, 3, 8, 96])
 def test_cuda_kernels_match_reference(dtype, channels):
     # Channel counts that select each copy width (2, 4, 8 and 16 bytes).
-    ext = _ext()
     shape = (2, 9, 13, channels, 7)
     x = _random_map(shape, dtype, 'cuda')
-    windows = ext.window_partition_forward(x, 7)
+    windows = _partition_op(x, 7)
     assert torch.equal(windows, window_partition_reference(x, 7))
-    assert torch.equal(ext.window_reverse_forward(windows, 7, 9, 13), x)
+    assert torch.equal(_reverse_op(windows, 7, 9, 13), x)
     # A misaligned start (storage offset of one element) must still work.
     offset = torch.randn(x.numel() + 1, device='cuda').to(dtype)[1:]
     x_shifted = offset.view(x.shape)
     assert torch.equal(
-        ext.window_partition_forward(x_shifted, 7),
-        window_partition_reference(x_shifted, 7))
+        _partition_op(x_shifted, 7), window_partition_reference(x_shifted, 7))
 
 
 @requires_cuda
@@ -327,3 +418,36 @@ def test_cuda_gradcheck(path, request):
         8, ws * ws, 3, dtype=torch.float64, device='cuda', requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: window_reverse(t, ws, H, W),
                                     (windows, ))
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize('dtype', CUDA_DTYPES)
+def test_cuda_empty_batch(extension_path, dtype):
+    x = torch.randn(0, 9, 13, 5, device='cuda', dtype=dtype,
+                    requires_grad=True)
+    windows = window_partition(x, 7)
+    assert windows.shape == (0, 49, 5) and windows.device == x.device
+    windows.sum().backward()
+    assert x.grad.shape == x.shape
+    windows = torch.randn(0, 49, 5, device='cuda', dtype=dtype,
+                          requires_grad=True)
+    out = window_reverse(windows, 7, 9, 13)
+    assert out.shape == (0, 9, 13, 5) and out.device == windows.device
+    out.sum().backward()
+    assert windows.grad.shape == windows.shape
+
+
+@requires_cuda_ext
+@pytest.mark.parametrize('window_size', [1, 7])
+def test_cuda_more_maps_than_a_grid_dimension_holds(extension_path,
+                                                    window_size):
+    # 70000 maps of one pixel and one channel: more images than a launch's
+    # grid y or z dimension holds (65535).
+    B, ws = 70000, window_size
+    x = torch.randn(B, 1, 1, 1, device='cuda', requires_grad=True)
+    windows = window_partition(x, ws)
+    assert torch.equal(windows, window_partition_reference(x.detach(), ws))
+    grad = torch.randn_like(windows)
+    windows.backward(grad)
+    assert torch.equal(x.grad, grad[:, :1].reshape(B, 1, 1, 1))
+    assert torch.equal(window_reverse(windows.detach(), ws, 1, 1), x.detach())

@@ -21,12 +21,17 @@ It checks, for window partition / reverse on CUDA:
 times IWSA's window attention as the fast path composes it (partition op,
 SDPA, reverse op) against a lower bound of a kernel that reads qkv in raster
 order (the rule for writing one: only if the composed path takes more than
-1.1x the bound), and times the fused refined attention (Refiner-ViT-S's refiner block at
-224x224 batch 64, 512x512 batch 8 and 1024x1024 batch 2) against the
-reference computation (every expanded map in memory) and the chunked exact
-path, forward and forward + backward, with each one's peak memory. The
-kernels' parity with their references on CUDA is in the CUDA tests
-(``tests/test_ops``), which ``tools/misc/device_check.sh`` runs.
+1.1x the bound), times the fused refined attention (Refiner-ViT-S's refiner
+block at 224x224 batch 64, 512x512 batch 8 and 1024x1024 batch 2) against
+the reference computation (every expanded map in memory) and the chunked
+exact path, forward and forward + backward, with each one's peak memory, and
+times the Group-Mix depthwise conv (GroupMixFormer-S's attention segments at
+224x224 batch 64 and 800x1344 batch 2, bf16 and fp32) against cuDNN's
+depthwise convs with the copies a model needs without it: forward, backward,
+and the input's and the kernels' gradients alone, with a verdict line per
+direction (``group_mix forward: op faster (0.52)``). The kernels' parity
+with their references on CUDA is in the CUDA tests (``tests/test_ops``),
+which ``tools/misc/device_check.sh`` runs.
 
 Exits with status 1 if a check fails.
 """
@@ -101,8 +106,8 @@ def check_parity(ops, ext):
         windows64 = ops.window_partition_reference(x64, ws)
         for dtype, tol in REL_TOL.items():
             x = x64.to(dtype)
-            windows = ext.window_partition_forward(x, ws)
-            restored = ext.window_reverse_forward(windows, ws, H, W)
+            windows = torch.ops.mmscalable.window_partition(x, ws)
+            restored = torch.ops.mmscalable.window_reverse(windows, ws, H, W)
             err_partition = ((windows.double() - windows64).norm() /
                              windows64.norm()).item()
             err_reverse = ((restored.double() - x64).norm() /
@@ -134,9 +139,10 @@ def check_error_path():
             'pkg = types.ModuleType("mmscalable")\n'
             f'pkg.__path__ = [{osp.join(REPO_ROOT, "mmscalable")!r}]\n'
             'sys.modules["mmscalable"] = pkg\n'
-            'import mmscalable._ext as ext\n'
+            'import mmscalable._ext\n'
             'try:\n'
-            '    ext.window_partition_forward(torch.zeros(1, 2, 2, 1), 0)\n'
+            '    torch.ops.mmscalable.window_partition(\n'
+            '        torch.zeros(1, 2, 2, 1), 0)\n'
             'except Exception as err:\n'
             '    print("raised:", str(err).splitlines()[0])\n')
     child = subprocess.run([sys.executable, '-c', code],
@@ -200,8 +206,8 @@ def benchmark(ops, ext, dtypes, warmup, repeats):
             x = torch.randn(B, H, W, C, device='cuda', dtype=dtype)
 
             def run_ext():
-                windows = ext.window_partition_forward(x, ws)
-                return ext.window_reverse_forward(windows, ws, H, W)
+                windows = torch.ops.mmscalable.window_partition(x, ws)
+                return torch.ops.mmscalable.window_reverse(windows, ws, H, W)
 
             def run_ref():
                 windows = ops.window_partition_reference(x, ws)
@@ -235,7 +241,8 @@ def _refiner_modules(heads, hidden, device):
     for norm in norms:
         norm.running_mean.uniform_(-0.1, 0.1)
         norm.running_var.uniform_(0.5, 1.5)
-    return ([c.to(device) for c in convs], [n.to(device).eval() for n in norms])
+    return ([c.to(device) for c in convs],
+            [n.to(device).eval() for n in norms])
 
 
 def _folded(convs, norms, scale):
@@ -409,6 +416,158 @@ def benchmark_window_attention(dtypes, warmup, repeats, device=DEVICE,
     return rows
 
 
+# GroupMixFormer-S attention maps (B, H, W, C): its four stages (embed_dims
+# 80, 160, 320, 320 of the 's' arch; stem stride 4, then strides 1, 2, 2, 2)
+# at 224x224 batch 64 and at 800x1344 batch 2.
+GROUP_MIX_SHAPES = [(64, 56, 56, 80), (64, 28, 28, 160), (64, 14, 14, 320),
+                    (64, 7, 7, 320), (2, 200, 336, 80), (2, 100, 168, 160),
+                    (2, 50, 84, 320), (2, 25, 42, 320)]
+# The depthwise kernels of GroupMixAttention's attended segments, each
+# C / 5 channels of q, k and v: the token segment as a 1x1 kernel (of ones),
+# then the group proxies' 3x3, 5x5 and 7x7.
+GROUP_MIX_KERNELS = (1, 3, 5, 7)
+# The directions timed, with the gradients group_mix_dwconv_backward
+# computes for each (input, weight).
+GROUP_MIX_DIRECTIONS = {
+    'forward': None,
+    'backward': (True, True),
+    'input grad': (True, False),
+    'weight grad': (False, True),
+}
+
+
+def benchmark_group_mix(dtypes, warmup, repeats, device=DEVICE,
+                        shapes=GROUP_MIX_SHAPES):
+    """Time :func:`mmscalable.ops.group_mix_dwconv` against cuDNN's
+    depthwise convs on GroupMixAttention's segments (C / 5 channels per
+    kernel size, :data:`GROUP_MIX_KERNELS`).
+
+    The op reads the segments straight from the qkv tokens (a (B, H, W, 3,
+    4C/5) view of (B, H * W, 3C)) and writes the (3B, 4C/5, H, W) map. The
+    cuDNN side is what a model does without it: copy the segments to that
+    contiguous map, one ``F.conv2d(..., groups=C/5)`` per kernel size (the
+    1x1 token segment is the copy itself) and one concatenation. Backward:
+    the op's ``group_mix_dwconv_backward`` against
+    ``aten.convolution_backward`` per kernel size on the map's segments,
+    with the input's gradient concatenated and copied back to the tokens'
+    layout; both for the input's and the kernels' gradients together and
+    for each alone.
+
+    Prints the median times (CUDA events on a GPU), the ratio op / cuDNN per
+    direction and, per direction, the verdict over all cases (geometric mean
+    of the ratios): ``group_mix forward: op faster (0.52)``.
+
+    Returns the rows: shape, dtype, direction, op_ms, cudnn_ms and ratio
+    (op / cuDNN; NaN when one ran out of memory).
+    """
+    import math
+
+    import torch.nn.functional as F
+    from mmscalable.ops import group_mix_dwconv, pack_depthwise_weights
+    print(f'\n== group_mix_dwconv vs cuDNN depthwise convs (GroupMixFormer-S '
+          f'segments, kernels {GROUP_MIX_KERNELS}), median of {repeats} '
+          'runs; ratio = op time / cuDNN time ==')
+    print(f"{'B,H,W,C':<22}{'dtype':<10}{'direction':<13}{'op ms':>9}"
+          f"{'cudnn ms':>10}{'ratio':>8}")
+    rows = []
+    for B, H, W, C in shapes:
+        seg = C // 5
+        ks = list(GROUP_MIX_KERNELS)
+        gc = [seg] * len(ks)
+        attended = seg * len(ks)
+        for dtype in dtypes:
+            try:
+                qkv = torch.randn(B, H * W, 3 * C, device=device, dtype=dtype)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                continue
+            tokens = qkv.view(B, H, W, 3, C)[..., :attended]
+            kernels = [
+                torch.randn(seg, 1, k, k, device=device, dtype=dtype)
+                for k in ks
+            ]
+            kernels[0] = torch.ones_like(kernels[0])
+            weight = pack_depthwise_weights(kernels)
+            grad = torch.randn(3 * B, attended, H, W, device=device,
+                               dtype=dtype)
+
+            def to_maps():
+                return tokens.permute(3, 0, 4, 1, 2).reshape(
+                    3 * B, attended, H, W)
+
+            maps = to_maps()
+
+            def op_forward():
+                group_mix_dwconv(tokens, weight, None, ks, gc)
+
+            def cudnn_forward():
+                parts = to_maps().split(gc, 1)
+                torch.cat([parts[0]] + [
+                    F.conv2d(part, kernel, padding=kernel.shape[-1] // 2,
+                             groups=seg)
+                    for part, kernel in zip(parts[1:], kernels[1:])
+                ], 1)
+
+            def op_backward(mask):
+                torch.ops.mmscalable.group_mix_dwconv_backward(
+                    grad, tokens, weight, ks, gc, list(mask))
+
+            def cudnn_backward(mask):
+                grads = grad.split(gc, 1)
+                grad_maps = [grads[0]]
+                for g, part, kernel in zip(grads[1:],
+                                           maps.split(gc, 1)[1:],
+                                           kernels[1:]):
+                    pad = kernel.shape[-1] // 2
+                    grad_maps.append(
+                        torch.ops.aten.convolution_backward(
+                            g, part, kernel, None, [1, 1], [pad, pad],
+                            [1, 1], False, [0, 0], seg,
+                            [mask[0], mask[1], False])[0])
+                if mask[0]:
+                    torch.cat(grad_maps, 1).view(3, B, attended, H, W).permute(
+                        1, 3, 4, 0, 2).contiguous()
+
+            for direction, mask in GROUP_MIX_DIRECTIONS.items():
+                if mask is None:
+                    fns = (op_forward, cudnn_forward)
+                else:
+                    fns = (lambda mask=mask: op_backward(mask),
+                           lambda mask=mask: cudnn_backward(mask))
+                times = []
+                for fn in fns:
+                    try:
+                        with torch.no_grad():
+                            times.append(median_ms(fn, warmup, repeats,
+                                                   device))
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        times.append(float('nan'))
+                op_ms, cudnn_ms = times
+                ratio = op_ms / cudnn_ms
+                rows.append(
+                    dict(shape=(B, H, W, C), dtype=str(dtype)[6:],
+                         direction=direction, op_ms=op_ms, cudnn_ms=cudnn_ms,
+                         ratio=ratio))
+                print(f'{str((B, H, W, C)):<22}{str(dtype)[6:]:<10}'
+                      f'{direction:<13}{op_ms:>9.3f}{cudnn_ms:>10.3f}'
+                      f'{ratio:>8.2f}', flush=True)
+    for direction in GROUP_MIX_DIRECTIONS:
+        ratios = [
+            row['ratio'] for row in rows
+            if row['direction'] == direction and row['ratio'] > 0
+        ]
+        if not ratios:
+            print(f'group_mix {direction}: not measured')
+            continue
+        mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        wins = sum(r < 1 for r in ratios)
+        print(f"group_mix {direction}: {'op' if mean < 1 else 'cudnn'} "
+              f'faster ({mean:.2f}; geometric mean of op / cuDNN over '
+              f'{len(ratios)} cases, op faster in {wins})')
+    return rows
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
@@ -446,6 +605,8 @@ def main():
                                     args.warmup, min(args.repeats, 10))
         benchmark_window_attention([torch.bfloat16, torch.float32],
                                    args.warmup, args.repeats)
+        benchmark_group_mix([torch.bfloat16, torch.float32], args.warmup,
+                            min(args.repeats, 20))
     print('\nALL CHECKS PASSED' if ok else '\nSOME CHECKS FAILED')
     return 0 if ok else 1
 

@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from mmscalable.ops import pack_depthwise_weights
-from mmscalable.ops.group_mix import has_kernel as group_mix_has_kernel
+from mmscalable.ops import has_compiled_kernel, pack_depthwise_weights
 
 
 def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
@@ -28,7 +27,7 @@ def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
         and conv.dilation == (1, 1)
         and conv.padding == (conv.kernel_size[0] // 2, ) * 2
         and conv.padding_mode == 'zeros' and conv.groups == conv.in_channels
-        == conv.out_channels for conv in convs) and group_mix_has_kernel(x)
+        == conv.out_channels for conv in convs) and has_compiled_kernel(x)
 
 
 # On the CPU, maps of fewer pixels than this run faster as one oneDNN conv
@@ -38,12 +37,34 @@ def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
 CPU_DEPTHWISE_OP_MIN_PIXELS = 64 * 64
 
 
+# On a GPU, where a depthwise conv is bound by memory traffic, the choice is
+# by the bytes each way moves, in units of the N = B * H * W * S * C input
+# elements, per direction (the op's speed against cuDNN is measured by
+# tools/misc/check_ops_cuda.py on a GPU machine):
+#   forward      op: read the token view, write the map           2N
+#                cuDNN: copy tokens to (S * B, C, H, W) (2N), conv 4N
+#   input grad   op: read the map's gradient, write the tokens'   2N
+#                cuDNN: conv backward (2N), copy back to tokens   4N
+#   weight grad  op: read the map's gradient and the token view   2N
+#                cuDNN: the same reads of a contiguous copy, which
+#                the op's path would have to make first (2N)      4N
+GPU_BYTES_PER_ELEMENT = {
+    'forward': {'op': 2, 'cudnn': 4},
+    'input_grad': {'op': 2, 'cudnn': 4},
+    'weight_grad': {'op': 2, 'cudnn': 4},
+}
+
+
 def depthwise_op_pays(x: Tensor, hw_shape: Sequence[int]) -> bool:
     """Whether :func:`mmscalable.ops.group_mix_dwconv` is the faster way to
-    run depthwise convs on an (H, W) map of ``x``'s device (on the CPU: large
-    maps only; elsewhere always)."""
-    return (x.device.type != 'cpu'
-            or hw_shape[0] * hw_shape[1] >= CPU_DEPTHWISE_OP_MIN_PIXELS)
+    run depthwise convs on an (H, W) map of ``x``'s device: on the CPU for
+    large maps only (measured); elsewhere where it moves fewer bytes than
+    cuDNN's per-group convs in every direction
+    (``GPU_BYTES_PER_ELEMENT``)."""
+    if x.device.type == 'cpu':
+        return hw_shape[0] * hw_shape[1] >= CPU_DEPTHWISE_OP_MIN_PIXELS
+    return all(bytes_moved['op'] < bytes_moved['cudnn']
+               for bytes_moved in GPU_BYTES_PER_ELEMENT.values())
 
 
 def packed_depthwise(convs: Sequence[nn.Conv2d]

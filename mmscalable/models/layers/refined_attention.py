@@ -23,6 +23,7 @@ same result exactly in chunks of query rows
 sizes fit in memory.
 """
 import math
+from itertools import chain
 from typing import Optional, Tuple
 
 import torch
@@ -31,7 +32,7 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
-from mmscalable.ops import has_fused_kernel, refined_attention
+from mmscalable.ops import fused_kernel_applies, refined_attention
 from mmscalable.registry import MODELS
 from .attention_impl import check_impl
 from .chunked_refined_attention import (RefinementSpec,
@@ -133,6 +134,13 @@ class RefinedAttention(BaseModule):
             smaller maps, in smaller chunks. ``impl='reference'`` ignores
             it. Defaults to ``256 * 2**20`` (256 MiB).
         init_cfg (dict, optional): Initialization config. Defaults to None.
+
+    Attributes:
+        backend (str | None): How the last call of a refiner block computed
+            its refined maps: ``'fused'`` (the compiled op,
+            :func:`mmscalable.ops.fused_kernel_applies`), ``'chunked'`` or
+            ``'whole_map'``; None before the first call and for attention
+            blocks. The benchmark reports it.
     """
 
     def __init__(self,
@@ -153,6 +161,7 @@ class RefinedAttention(BaseModule):
             raise ValueError(
                 f'memory_budget must be positive, got {memory_budget}')
         self.memory_budget = memory_budget
+        self.backend: Optional[str] = None
         self.expand_ratio = expand_ratio
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
@@ -220,20 +229,32 @@ class RefinedAttention(BaseModule):
                        chunk_rows: Optional[int]) -> Tensor:
         """A refiner block's ``refine(prev_attn) @ v``, (B, heads, N, d)."""
         v = self._split_heads(self.v(x))
-        if self._uses_fused_op(prev_attn):
+        if self._uses_fused_op(prev_attn, v):
+            self.backend = 'fused'
             return refined_attention(prev_attn, v, *self._folded_refinement())
         if chunk_rows is None:
+            self.backend = 'whole_map'
             return self._refined_map(prev_attn) @ v
+        self.backend = 'chunked'
         return chunked_refiner_attention(self._refinement_spec(), prev_attn, v,
                                          chunk_rows)
 
-    def _uses_fused_op(self, prev_attn: Tensor) -> bool:
+    def _uses_fused_op(self, prev_attn: Tensor, value: Tensor) -> bool:
         """Whether the compiled fused refinement computes this call: the
         fast path, frozen norms (nothing to learn about batch statistics)
-        and the extension's kernel for the map's device and dtype."""
-        if self.impl != 'fast' or not has_fused_kernel(prev_attn):
+        and a kernel that takes these maps
+        (:func:`mmscalable.ops.fused_kernel_applies`)."""
+        if self.impl != 'fast':
             return False
         expand, depthwise, reduce = self.refinement.layers
+        params = chain(self.refinement.parameters(),
+                       self.refined_norm.parameters())
+        needs_grad = torch.is_grad_enabled() and (
+            prev_attn.requires_grad or value.requires_grad
+            or any(p.requires_grad for p in params))
+        if not fused_kernel_applies(prev_attn, expand.conv.out_channels,
+                                    value.shape[-1], needs_grad):
+            return False
         norms = (expand.norm, depthwise.norm, reduce.norm, self.refined_norm)
         return (all(_is_frozen_batch_norm(norm) for norm in norms)
                 and all(

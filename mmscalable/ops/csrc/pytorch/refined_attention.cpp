@@ -14,6 +14,8 @@
 
 #include <tuple>
 
+#include "refined_attention_utils.h"
+
 namespace mmscalable {
 
 at::Tensor refined_attention_forward_cpu(
@@ -141,8 +143,15 @@ Grads backward_with(Kernel kernel, const at::Tensor& grad_out,
               "refined_attention_backward: grad_out must have the output's "
               "shape ",
               value.sizes(), ", got ", grad_out.sizes());
-  const auto g = kernel(grad_out.to(value.scalar_type()).contiguous(), a[0],
-                        a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+  TORCH_CHECK(grad_out.scalar_type() == value.scalar_type(),
+              "refined_attention_backward: grad_out must have the output's "
+              "dtype ",
+              value.scalar_type(), ", got ", grad_out.scalar_type());
+  TORCH_CHECK(grad_out.device() == attn.device(),
+              "refined_attention_backward: grad_out is on ", grad_out.device(),
+              " but the maps are on ", attn.device());
+  const auto g = kernel(grad_out.contiguous(), a[0], a[1], a[2], a[3], a[4],
+                        a[5], a[6], a[7], a[8]);
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]};
 }
 
@@ -190,11 +199,26 @@ Grads backward_cuda(const at::Tensor& grad_out, const at::Tensor& attn,
 }
 #endif
 
+// Whether the CUDA kernels take maps of `heads` heads, `hidden` expanded
+// channels, values of `dims` channels, accumulation in `element_size` bytes
+// and `shared_memory_bytes` of shared memory per block (the device's
+// opt-in maximum): the launch planning the kernels use, for the Python side
+// to route maps the kernels cannot take to another path.
+bool cuda_kernels_fit(int64_t heads, int64_t hidden, int64_t dims,
+                      int64_t element_size, int64_t shared_memory_bytes) {
+  return refined_attention::cuda_kernels_fit(heads, hidden, dims,
+                                             element_size, shared_memory_bytes);
+}
+
 }  // namespace
 
 }  // namespace mmscalable
 
 TORCH_LIBRARY_FRAGMENT(mmscalable, m) {
+  m.def(
+      "refined_attention_cuda_kernels_fit(int heads, int hidden, int dims, "
+      "int element_size, int shared_memory_bytes) -> bool",
+      &mmscalable::cuda_kernels_fit);
   m.def(
       "refined_attention_forward(Tensor attn, Tensor value, Tensor w_expand, "
       "Tensor b_expand, Tensor w_depthwise, Tensor b_depthwise, "
