@@ -43,6 +43,8 @@ CPU_DEPTHWISE_OP_MIN_PIXELS = 64 * 64
 # tools/misc/check_ops_cuda.py on a GPU machine):
 #   forward      op: read the token view, write the map           2N
 #                cuDNN: copy tokens to (S * B, C, H, W) (2N), conv 4N
+#                (3.5N for the proxies, whose 1x1 segment needs no conv;
+#                tools/analysis_tools/kernel_roofline.py counts per stage)
 #   input grad   op: read the map's gradient, write the tokens'   2N
 #                cuDNN: conv backward (2N), copy back to tokens   4N
 #   weight grad  op: read the map's gradient and the token view   2N
