@@ -333,13 +333,7 @@ template <typename unit_t, typename index_t>
 void launch_window(bool partition, const void* src, void* dst,
                    int64_t total_units, int64_t blocks,
                    const wo::WindowGeometry<int64_t>& g64, int64_t seed) {
-  const wo::WindowGeometry<index_t> g{
-      static_cast<index_t>(g64.height),
-      static_cast<index_t>(g64.width),
-      static_cast<index_t>(g64.units_per_token),
-      static_cast<index_t>(g64.window_size),
-      static_cast<index_t>(g64.num_win_h),
-      static_cast<index_t>(g64.num_win_w)};
+  const auto g = wo::geometry_as<index_t>(g64);
   if (partition) {
     run("window_partition_kernel", blocks, wo::kWindowThreads, 0, seed,
         wo::window_partition_kernel<unit_t, index_t>,

@@ -14,6 +14,8 @@ speed) is left to ``tools/misc/device_check.sh`` on a GPU.
 import cuda_emulation
 import pytest
 import torch
+from op_cases import (GROUP_MIX_GROUPS, group_mix_case,
+                      refined_attention_inputs)
 
 from mmscalable.ops import (group_mix_dwconv_reference,
                             refined_attention_reference,
@@ -97,26 +99,10 @@ RA_SHAPES = [
 ]
 
 
-def _ra_inputs(B, H, N, d, expand, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    E = H * expand
-
-    def rand(*shape, scale=1.):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
-
-    attn, value = rand(B, H, N, N, scale=3.), rand(B, H, N, d)
-    params = [
-        rand(E, H, scale=.7),
-        rand(E, scale=.7),
-        rand(E, 3, 3, scale=.7),
-        rand(E, scale=.7),
-        rand(H, E, scale=.4),
-        rand(H, scale=.2),
-        rand(H)
-    ]
-    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    return (attn.to(dtype), value.to(dtype),
-            [p.to(param_dtype) for p in params])
+def _ra_inputs(B, H, N, d, expand, dtype):
+    attn, value, *params = refined_attention_inputs(B, H, N, d, expand,
+                                                    dtype)
+    return attn, value, params
 
 
 RA_KERNELS = ('forward', 'backward_rows', 'backward_value')
@@ -181,34 +167,24 @@ def test_emulated_refined_attention_forward(emulated, shape, dtype):
 
 @pytest.mark.parametrize('shape', RA_SHAPES)
 @pytest.mark.parametrize('dtype', list(TOLERANCE))
-def test_emulated_refined_attention_backward_rows(emulated, shape, dtype):
-    """backward_rows: the gradients of A and of the seven parameters."""
+@pytest.mark.parametrize('kernel', ['rows', 'value'])
+def test_emulated_refined_attention_backward(emulated, shape, dtype, kernel):
+    """backward_rows (the gradients of A and of the seven parameters) and
+    backward_value (the gradient of V)."""
     attn, value, params = _ra_inputs(*shape, dtype)
     grad_out = torch.randn(value.shape, dtype=torch.float64).to(dtype)
     expected = _reference_grads(attn, value, params, grad_out)
-    for budget in _budgets(emulated, shape, dtype):
+    checked = [0] + list(range(2, 9)) if kernel == 'rows' else [1]
+    for budget, seed in zip(_budgets(emulated, shape, dtype), SEEDS):
         grads = emulated.refined_attention_backward(
             _guarded(grad_out), _guarded(attn), _guarded(value), params,
-            budget, SEEDS[-1], 'rows')
-        assert grads[0].dtype == dtype
-        for index in [0] + list(range(2, 9)):
-            # Parameter gradients sum over every map position: their
-            # scale grows with N * N.
+            budget, seed, kernel)
+        for index in checked:
+            # A and V's gradients in their dtype, the parameters' in the
+            # accumulation type.
+            assert grads[index].dtype == (dtype if index < 2 else
+                                          params[index - 2].dtype)
             _assert_close(grads[index], expected[index], dtype)
-
-
-@pytest.mark.parametrize('shape', RA_SHAPES)
-@pytest.mark.parametrize('dtype', list(TOLERANCE))
-def test_emulated_refined_attention_backward_value(emulated, shape, dtype):
-    attn, value, params = _ra_inputs(*shape, dtype)
-    grad_out = torch.randn(value.shape, dtype=torch.float64).to(dtype)
-    expected = _reference_grads(attn, value, params, grad_out)
-    for budget in _budgets(emulated, shape, dtype):
-        grads = emulated.refined_attention_backward(
-            _guarded(grad_out), _guarded(attn), _guarded(value), params,
-            budget, SEEDS[0], 'value')
-        assert grads[1].dtype == dtype
-        _assert_close(grads[1], expected[1], dtype)
 
 
 def test_emulated_refined_attention_empty_batch(emulated):
@@ -255,35 +231,11 @@ def test_emulated_refined_attention_grid_is_one_dimensional(emulated):
 # (B, H, W): odd sizes, one pixel, maps narrower than the kernels, maps of
 # several row and column tiles (4 x 32) with partial edge tiles.
 GM_SIZES = [(2, 7, 9), (1, 1, 1), (3, 2, 5), (1, 9, 70)]
-# (kernel_sizes, group_channels): the proxies, CRPE's head groups, one
-# group, a 1x1 group and a channel tile that spans groups.
-GM_GROUPS = [
-    ((3, 5, 7), (4, 4, 4)),
-    ((3, 5, 7), (2, 3, 3)),
-    ((7, ), (5, )),
-    ((1, 3), (3, 2)),
-    ((9, 3), (2, 17)),
-]
 
 
-def _gm_case(size, groups, dtype, streams=3, seed=0):
-    """A strided (B, H, W, S, C) view cut from qkv-like tokens (channels
-    2 .. 2 + C of each stream, inside a NaN-guarded buffer), packed
-    weights and a bias."""
-    gen = torch.Generator().manual_seed(seed)
-    B, H, W = size
-    kernel_sizes, group_channels = groups
-    C = sum(group_channels)
-    tokens = torch.randn(
-        B, H * W, streams * (C + 3), generator=gen,
-        dtype=torch.float64).to(dtype)
-    x = _guarded(tokens).view(B, H, W, streams, C + 3)[..., 2:2 + C]
-    weight = torch.randn(
-        sum(c * k * k for c, k in zip(group_channels, kernel_sizes)),
-        generator=gen,
-        dtype=torch.float64).to(dtype)
-    bias = torch.randn(C, generator=gen, dtype=torch.float64).to(dtype)
-    return x, weight, bias, list(kernel_sizes), list(group_channels)
+def _gm_case(size, groups, dtype):
+    """The strided token layout, inside a NaN-guarded buffer."""
+    return group_mix_case(size, groups, dtype=dtype, place=_guarded)
 
 
 def _gm_budgets(emulated, x, ks, gc):
@@ -299,7 +251,7 @@ def _gm_budgets(emulated, x, ks, gc):
 
 
 @pytest.mark.parametrize('size', GM_SIZES)
-@pytest.mark.parametrize('groups', GM_GROUPS)
+@pytest.mark.parametrize('groups', GROUP_MIX_GROUPS)
 @pytest.mark.parametrize('dtype', list(TOLERANCE))
 def test_emulated_group_mix_forward(emulated, size, groups, dtype):
     x, weight, bias, ks, gc = _gm_case(size, groups, dtype)
@@ -317,7 +269,7 @@ def test_emulated_group_mix_forward(emulated, size, groups, dtype):
 
 
 @pytest.mark.parametrize('size', GM_SIZES)
-@pytest.mark.parametrize('groups', GM_GROUPS)
+@pytest.mark.parametrize('groups', GROUP_MIX_GROUPS)
 @pytest.mark.parametrize('dtype', list(TOLERANCE))
 def test_emulated_group_mix_input_and_weight_grad(emulated, size, groups,
                                                   dtype):
@@ -346,7 +298,8 @@ def test_emulated_group_mix_input_and_weight_grad(emulated, size, groups,
 
 
 def test_emulated_group_mix_empty_batch(emulated):
-    x, weight, bias, ks, gc = _gm_case((0, 4, 5), GM_GROUPS[0], torch.float32)
+    x, weight, bias, ks, gc = _gm_case((0, 4, 5), GROUP_MIX_GROUPS[0],
+                                       torch.float32)
     out = emulated.group_mix_forward(x, weight, bias, ks, gc, False, 48 * 1024,
                                      0)
     assert out.shape == (0, 12, 4, 5)
@@ -416,7 +369,8 @@ def test_emulated_kernels_without_barriers_fail():
     assert not torch.allclose(grads[0], reference[0])
     assert not torch.allclose(grads[1], reference[1])
 
-    x, weight, bias, ks, gc = _gm_case((2, 7, 9), GM_GROUPS[0], torch.float64)
+    x, weight, bias, ks, gc = _gm_case((2, 7, 9), GROUP_MIX_GROUPS[0],
+                                       torch.float64)
     expected = group_mix_dwconv_reference(x, weight, bias, ks, gc)
     out = broken.group_mix_forward(x, weight, bias, ks, gc, False, 48 * 1024,
                                    0)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ext_marks import requires_cuda_ext, requires_ext
+from op_cases import refined_attention_inputs as _inputs
 from mmscalable.ops import (has_compiled_kernel, refined_attention,
                             refined_attention_reference)
 
@@ -21,33 +22,6 @@ SHAPES = [
     (2, 4, 33, 8, 3),
     (1, 3, 70, 16, 3),
 ]
-
-
-def _inputs(B, H, N, d, expand, dtype=torch.float64, device='cpu', seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    E = H * expand
-
-    def rand(*shape, scale=1.):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) *
-                scale).to(device)
-
-    # Maps as an attention block passes them on: softmax rows plus a
-    # scaled previous map, here up to a few units so that relu6 clips on
-    # both sides.
-    attn = rand(B, H, N, N, scale=3.)
-    value = rand(B, H, N, d)
-    params = [
-        rand(E, H, scale=.7),
-        rand(E, scale=.7),
-        rand(E, 3, 3, scale=.7),
-        rand(E, scale=.7),
-        rand(H, E, scale=.4),
-        rand(H, scale=.2),
-        rand(H)
-    ]
-    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    return (attn.to(dtype), value.to(dtype),
-            *[p.to(param_dtype) for p in params])
 
 
 def _reference64(*args):

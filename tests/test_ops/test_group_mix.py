@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ext_marks import EXT_AVAILABLE, requires_cuda_ext, requires_ext
+from op_cases import GROUP_MIX_GROUPS as GROUPS
+from op_cases import group_mix_case as _case
 from mmscalable.ops import (ext_info, group_mix_dwconv,
                             group_mix_dwconv_reference,
                             pack_depthwise_weights, unpack_depthwise_weights)
@@ -19,40 +21,6 @@ from mmscalable.ops import (ext_info, group_mix_dwconv,
 # (B, H, W): odd sizes, a single pixel, maps narrower than the kernels and
 # wider than one vector of columns (16) with a remainder.
 SIZES = [(2, 7, 9), (1, 1, 1), (3, 2, 5), (1, 19, 37), (3, 16, 16)]
-# (kernel_sizes, group_channels): the proxies of GroupMixFormer, CRPE's head
-# groups, one group, a 1x1 group and a kernel size without a fixed-size path.
-GROUPS = [
-    ((3, 5, 7), (4, 4, 4)),
-    ((3, 5, 7), (2, 3, 3)),
-    ((7, ), (5, )),
-    ((1, 3), (3, 2)),
-    ((9, 3), (2, 17)),
-]
-
-
-def _case(size, groups, streams=3, dtype=torch.float64, device='cpu',
-          token_layout=True, seed=0):
-    """A strided input cut from tokens (or an NCHW map), packed weights and
-    a bias."""
-    gen = torch.Generator().manual_seed(seed)
-    B, H, W = size
-    kernel_sizes, group_channels = groups
-    C = sum(group_channels)
-    if token_layout:
-        # Channels 2 .. 2 + C of each stream of (B, H * W, S * (C + 3)).
-        tokens = torch.randn(B, H * W, streams * (C + 3), generator=gen,
-                             dtype=torch.float64)
-        tokens = tokens.to(device, dtype)
-        x = tokens.view(B, H, W, streams, C + 3)[..., 2:2 + C]
-    else:
-        maps = torch.randn(B, streams * C, H, W, generator=gen,
-                           dtype=torch.float64).to(device, dtype)
-        x = maps.view(B, streams, C, H, W).permute(0, 3, 4, 1, 2)
-    weight = torch.randn(
-        sum(c * k * k for c, k in zip(group_channels, kernel_sizes)),
-        generator=gen, dtype=torch.float64).to(device, dtype)
-    bias = torch.randn(C, generator=gen, dtype=torch.float64).to(device, dtype)
-    return x, weight, bias, list(kernel_sizes), list(group_channels)
 
 
 def _op(*args, **kwargs):

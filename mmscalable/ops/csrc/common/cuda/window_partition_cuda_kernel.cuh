@@ -121,6 +121,17 @@ inline int64_t window_blocks(int64_t total_units, int64_t sm_count) {
   return std::max<int64_t>(1, std::min<int64_t>(needed, sm_count * 32));
 }
 
+// `g` in the index type a launch uses.
+template <typename index_t>
+WindowGeometry<index_t> geometry_as(const WindowGeometry<int64_t>& g) {
+  return {static_cast<index_t>(g.height),
+          static_cast<index_t>(g.width),
+          static_cast<index_t>(g.units_per_token),
+          static_cast<index_t>(g.window_size),
+          static_cast<index_t>(g.num_win_h),
+          static_cast<index_t>(g.num_win_w)};
+}
+
 // Whether 32-bit index arithmetic covers a launch: the loop counter runs up
 // to total_units (the destination's) plus one grid stride, and the kernels
 // index the source too, which is the larger buffer for a reverse (its

@@ -29,13 +29,7 @@ template <typename unit_t, typename index_t>
 void launch_with_unit(WindowOp op, const void* src, void* dst,
                       int64_t total_units,
                       const WindowGeometry<int64_t>& g64) {
-  const WindowGeometry<index_t> g{
-      static_cast<index_t>(g64.height),
-      static_cast<index_t>(g64.width),
-      static_cast<index_t>(g64.units_per_token),
-      static_cast<index_t>(g64.window_size),
-      static_cast<index_t>(g64.num_win_h),
-      static_cast<index_t>(g64.num_win_w)};
+  const auto g = geometry_as<index_t>(g64);
   const auto blocks = static_cast<unsigned int>(num_blocks_for(total_units));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (op == WindowOp::kPartition) {
