@@ -139,6 +139,52 @@ def test_bad_input_names_the_problem(change, message):
         torch.ops.mmscalable.refined_attention_forward(*args)
 
 
+@requires_ext
+def test_backward_checks_grad_out():
+    """grad_out of another shape or dtype than the output is refused, not
+    cast or misread."""
+    args = _inputs(1, 2, 5, 3, 2, dtype=torch.float32)
+    grad_out = torch.ones_like(args[1])
+    backward = torch.ops.mmscalable.refined_attention_backward
+    with pytest.raises(RuntimeError, match="grad_out must have the output's "
+                       'shape'):
+        backward(grad_out[..., :-1], *args)
+    with pytest.raises(RuntimeError, match="grad_out must have the output's "
+                       'dtype'):
+        backward(grad_out.double(), *args)
+
+
+@requires_cuda_ext
+def test_cuda_backward_refuses_grad_out_on_another_device():
+    args = _inputs(1, 2, 5, 3, 2, dtype=torch.float32, device='cuda')
+    with pytest.raises(RuntimeError, match='grad_out is on cpu'):
+        torch.ops.mmscalable.refined_attention_backward(
+            torch.ones(args[1].shape), *args)
+
+
+@requires_cuda_ext
+def test_cuda_kernels_from_two_host_threads():
+    """Launches of different sizes from two host threads at once (each
+    kernel's shared-memory limit is set once per device, not per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+    cases = [_inputs(2, 6, n, 32, 3, dtype=torch.float32, device='cuda')
+             for n in (9, 197)]
+    expected = [_reference64(*args) for args in cases]
+
+    def run(index):
+        args = cases[index % 2]
+        with torch.cuda.stream(torch.cuda.Stream()):
+            out = refined_attention(*args)
+        torch.cuda.synchronize()
+        return index % 2, out
+
+    with ThreadPoolExecutor(2) as pool:
+        for which, out in pool.map(run, range(16)):
+            scale = expected[which].abs().max().item() + 1
+            torch.testing.assert_close(
+                out.double(), expected[which], rtol=0, atol=1e-4 * scale)
+
+
 @requires_cuda_ext
 @pytest.mark.parametrize('shape', SHAPES + [(2, 12, 197, 32, 3)])
 @pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-12),
