@@ -154,6 +154,21 @@ MMSCALABLE_HOST_DEVICE TileOrigin tile_origin(const Tiling& t, int64_t tile) {
   return o;
 }
 
+// The (S * B, C, H, W) map's value at (plane, channel, h, w): zero outside
+// the map and beyond the last channel.
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ acc_t map_value(const scalar_t* __restrict__ map,
+                                           const Shape& shape, int64_t plane,
+                                           int64_t channel, int64_t h,
+                                           int64_t w) {
+  const bool inside = h >= 0 && h < shape.height && w >= 0 &&
+                      w < shape.width && channel < shape.channels;
+  return inside ? static_cast<acc_t>(
+                      map[map_offset(plane, channel, h, w, shape.channels,
+                                     shape.height, shape.width)])
+                : acc_t(0);
+}
+
 // Stages the input patch of a tile (rows h0 - halo .. h0 + kTileRows +
 // halo, columns likewise, channels c0 ..), channels innermost with
 // `channel_pitch`, zeros outside the map and beyond the last channel.
@@ -247,15 +262,8 @@ __global__ void input_grad_kernel(const scalar_t* __restrict__ grad_output,
       const int row = (idx / cols) % rows;
       const int c = idx / (cols * rows);
       const int64_t h = o.h0 - t.halo + row, w = o.w0 - t.halo + col;
-      const int64_t channel = o.c0 + c;
-      const bool inside = h >= 0 && h < shape.height && w >= 0 &&
-                          w < shape.width && channel < shape.channels;
       patch[c * pitch + row * cols + col] =
-          inside ? static_cast<acc_t>(
-                       grad_output[map_offset(o.plane, channel, h, w,
-                                              shape.channels, shape.height,
-                                              shape.width)])
-                 : acc_t(0);
+          map_value<acc_t>(grad_output, shape, o.plane, o.c0 + c, h, w);
     }
     __syncthreads();
     const int64_t b = o.plane % shape.batch, s = o.plane / shape.batch;
@@ -342,15 +350,8 @@ __global__ void weight_grad_kernel(const scalar_t* __restrict__ grad_output,
       const int j = idx % kTileCols;
       const int i = (idx / kTileCols) % kTileRows;
       const int c = idx / (kTileCols * kTileRows);
-      const int64_t h = o.h0 + i, w = o.w0 + j, channel = o.c0 + c;
-      const bool inside =
-          h < shape.height && w < shape.width && channel < shape.channels;
-      grads[(i * kTileCols + j) * pitch + c] =
-          inside ? static_cast<acc_t>(
-                       grad_output[map_offset(o.plane, channel, h, w,
-                                              shape.channels, shape.height,
-                                              shape.width)])
-                 : acc_t(0);
+      grads[(i * kTileCols + j) * pitch + c] = map_value<acc_t>(
+          grad_output, shape, o.plane, o.c0 + c, o.h0 + i, o.w0 + j);
     }
     __syncthreads();
     for (int m = 0; m < kWeightsPerThread; ++m) {
