@@ -148,6 +148,28 @@ def fused_kernel_applies(attn: Tensor, hidden: int, dims: int,
         attn.shape[1], hidden, dims, element_size, shared)
 
 
+def fused_refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
+                            b_expand: Tensor, w_depthwise: Tensor,
+                            b_depthwise: Tensor, w_reduce: Tensor,
+                            b_reduce: Tensor, alpha: Tensor) -> Tensor:
+    """``M @ value`` by the compiled op, for a caller that has checked
+    :func:`fused_kernel_applies` (as Refiner-ViT's blocks do, which also
+    record the path they took); :func:`refined_attention` checks it itself.
+
+    Arguments as :func:`refined_attention_reference`. V is cast to A's dtype
+    and the parameters to :func:`param_dtype` of it.
+
+    Returns:
+        Tensor: (B, heads, N, d), of V's dtype.
+    """
+    dtype = param_dtype(attn.dtype)
+    params = (w_expand, b_expand, w_depthwise, b_depthwise, w_reduce,
+              b_reduce, alpha)
+    out = torch.ops.mmscalable.refined_attention_forward(
+        attn, value.to(attn.dtype), *[p.to(dtype) for p in params])
+    return out.to(value.dtype)
+
+
 def refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
                       b_expand: Tensor, w_depthwise: Tensor,
                       b_depthwise: Tensor, w_reduce: Tensor, b_reduce: Tensor,
@@ -156,22 +178,16 @@ def refined_attention(attn: Tensor, value: Tensor, w_expand: Tensor,
     :func:`fused_kernel_applies`, else with
     :func:`refined_attention_reference`.
 
-    Arguments as :func:`refined_attention_reference`. For the compiled op,
-    V is cast to A's dtype and the parameters to :func:`param_dtype` of it.
+    Arguments as :func:`refined_attention_reference`.
 
     Returns:
         Tensor: (B, heads, N, d), of V's dtype.
     """
-    params = (w_expand, b_expand, w_depthwise, b_depthwise, w_reduce,
-              b_reduce, alpha)
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (attn, value, *params))
-    if not fused_kernel_applies(attn, w_expand.shape[0], value.shape[-1],
-                                needs_grad):
-        return refined_attention_reference(attn, value, w_expand, b_expand,
-                                           w_depthwise, b_depthwise,
-                                           w_reduce, b_reduce, alpha)
-    dtype = param_dtype(attn.dtype)
-    out = torch.ops.mmscalable.refined_attention_forward(
-        attn, value.to(attn.dtype), *[p.to(dtype) for p in params])
-    return out.to(value.dtype)
+    args = (attn, value, w_expand, b_expand, w_depthwise, b_depthwise,
+            w_reduce, b_reduce, alpha)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad
+                                                 for t in args)
+    if fused_kernel_applies(attn, w_expand.shape[0], value.shape[-1],
+                            needs_grad):
+        return fused_refined_attention(*args)
+    return refined_attention_reference(*args)

@@ -32,7 +32,7 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
-from mmscalable.ops import fused_kernel_applies, refined_attention
+from mmscalable.ops import fused_kernel_applies, fused_refined_attention
 from mmscalable.registry import MODELS
 from .attention_impl import check_impl
 from .chunked_refined_attention import (RefinementSpec,
@@ -231,7 +231,8 @@ class RefinedAttention(BaseModule):
         v = self._split_heads(self.v(x))
         if self._uses_fused_op(prev_attn, v):
             self.backend = 'fused'
-            return refined_attention(prev_attn, v, *self._folded_refinement())
+            return fused_refined_attention(prev_attn, v,
+                                           *self._folded_refinement())
         if chunk_rows is None:
             self.backend = 'whole_map'
             return self._refined_map(prev_attn) @ v
@@ -247,22 +248,22 @@ class RefinedAttention(BaseModule):
         if self.impl != 'fast':
             return False
         expand, depthwise, reduce = self.refinement.layers
-        params = chain(self.refinement.parameters(),
-                       self.refined_norm.parameters())
-        needs_grad = torch.is_grad_enabled() and (
-            prev_attn.requires_grad or value.requires_grad
-            or any(p.requires_grad for p in params))
-        if not fused_kernel_applies(prev_attn, expand.conv.out_channels,
-                                    value.shape[-1], needs_grad):
-            return False
         norms = (expand.norm, depthwise.norm, reduce.norm, self.refined_norm)
-        return (all(_is_frozen_batch_norm(norm) for norm in norms)
+        if not (all(_is_frozen_batch_norm(norm) for norm in norms)
                 and all(
                     isinstance(layer.activate, nn.ReLU6)
                     for layer in (expand, depthwise))
                 and depthwise.conv.kernel_size == (3, 3)
                 and all(layer.conv.bias is None
-                        for layer in (expand, depthwise, reduce)))
+                        for layer in (expand, depthwise, reduce))):
+            return False
+        params = chain(self.refinement.parameters(),
+                       self.refined_norm.parameters())
+        needs_grad = torch.is_grad_enabled() and (
+            prev_attn.requires_grad or value.requires_grad
+            or any(p.requires_grad for p in params))
+        return fused_kernel_applies(prev_attn, expand.conv.out_channels,
+                                    value.shape[-1], needs_grad)
 
     def _folded_refinement(self) -> Tuple[Tensor, ...]:
         """The refinement's convs with their frozen norms and the block's
