@@ -21,15 +21,20 @@ The pictures are written to ``OUT_DIR/vis/<image name>``.
 import argparse
 import os
 import os.path as osp
+import sys
 import tempfile
 from typing import List
 
-import torch
-from mmengine.config import Config
+sys.path.append(
+    osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
+import env_check  # noqa: E402,F401  (first: names a missing package)
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
-import mmscalable  # noqa: F401  (checkpoint loaders for torch >= 2.6)
-from mmscalable.compat import quiet_third_party_deprecations, safe_torch_load
-from mmscalable.engine.hooks import check_checkpoint_fits
+import mmscalable  # noqa: E402,F401  (checkpoint loaders for torch >= 2.6)
+from mmscalable.compat import (  # noqa: E402
+    quiet_third_party_deprecations, safe_torch_load)
+from mmscalable.engine.hooks import check_checkpoint_fits  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 

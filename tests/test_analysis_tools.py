@@ -32,7 +32,8 @@ def test_browse_needs_the_demo_data(tmp_path, monkeypatch):
             FileNotFoundError,
             match=r'^data/demo_ade/ does not exist: .* generate it with '
             r'`python tools/misc/make_demo_data\.py` or run the tool with '
-            r'--make-demo-data$'):
+            r'--make-demo-data\. data is a relative path, resolved against '
+            r'the current working directory'):
         browse(Config.fromfile(SEG_CONFIG), 'train', 'out', 1)
     assert not (tmp_path / 'data').exists()
 

@@ -352,7 +352,8 @@ def test_runner_stops_on_missing_demo_data_and_names_the_fix(
             r'not exist: the embedded demo data data/demo_coco/ of '
             r'train_dataloader \(CocoDataset\) has not been generated; '
             r'generate it with `python tools/misc/make_demo_data\.py` or '
-            r'run the tool with --make-demo-data$'):
+            r'run the tool with --make-demo-data\. data is a relative path, '
+            r'resolved against the current working directory'):
         runner.build_runner(cfg)
     # Building a runner generates nothing.
     assert not (tmp_path / 'data').exists()

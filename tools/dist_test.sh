@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
-# Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# Usage: tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py args...]
+# Starts NPROC test processes on this node with torchrun: one per GPU, or, on
+# a machine without GPUs, NPROC CPU processes over gloo. The run's log says
+# which, e.g. "Processes: 2 (CPU, gloo)".
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. PYTHON: the interpreter
+# (default: python, that of the active environment).
+if [ $# -lt 3 ] || ! [[ $3 =~ ^([1-9][0-9]*|auto|gpu|cpu)$ ]]; then
+    echo "usage: $0 CONFIG CHECKPOINT NPROC [test.py args...]" >&2
+    echo "  NPROC: processes per node (a number, or torchrun's auto, gpu or" \
+        "cpu), one per GPU, or CPU processes over gloo without GPUs" >&2
+    exit 2
+fi
 CONFIG=$1
 CHECKPOINT=$2
-GPUS=$3
+NPROC=$3
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
+# The Python of the environment: the active one's "python", or PYTHON.
+PYTHON=${PYTHON:-python}
+if ! "$PYTHON" -c 'import importlib.util as u, sys
+sys.exit(u.find_spec("torch") is None)' 2>/dev/null; then
+    echo "error: $0 starts torchrun with '$PYTHON'" \
+        "($(command -v "$PYTHON" || echo 'not found')), which has no torch." \
+        "Activate the environment first (source" \
+        "$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/activate;" \
+        "tools/setup_env.sh creates it) or name its Python:" \
+        "PYTHON=/path/to/python $0 ..." >&2
+    exit 1
+fi
+
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-python -m torch.distributed.run \
+"$PYTHON" -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
+    --nproc_per_node=$NPROC \
     --master_port=$PORT \
     "$(dirname "$0")/test.py" \
     $CONFIG \

@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
 # Usage: [GPUS=8] tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
+# GPUS: training processes in all, GPUS_PER_NODE of them per node, each with a
+# GPU (--gres=gpu:GPUS_PER_NODE). The run's log says how many processes run on
+# which device, e.g. "Processes: 16 (one GPU each, nccl)".
+if [ $# -lt 4 ]; then
+    echo "usage: [GPUS=8] [GPUS_PER_NODE=8] $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]" >&2
+    exit 2
+fi
 set -x
 PARTITION=$1
 JOB_NAME=$2

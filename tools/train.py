@@ -3,14 +3,18 @@
 import argparse
 import logging
 import os
+import os.path as osp
+import sys
 
-from mmengine.config import DictAction
-from mmengine.logging import print_log
+sys.path.append(osp.dirname(osp.abspath(__file__)))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 
-from mmscalable.compat import (finish_distributed,
+from mmscalable.compat import (finish_distributed,  # noqa: E402
                                quiet_third_party_deprecations)
-from mmscalable.engine.runner import (build_runner, load_tool_config,
-                                      make_config_demo_data)
+from mmscalable.engine.runner import (build_runner,  # noqa: E402
+                                      load_tool_config, make_config_demo_data)
 
 
 def parse_args():

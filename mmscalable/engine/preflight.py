@@ -15,18 +15,151 @@ SPLITS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 # checked for a complete outer object: every rank parsing them in full
 # would cost seconds and gigabytes at each start.
 FULL_PARSE_BYTES = 64 * 2**20
+# The document that gives the folder layout each data set is read in.
+DATA_LAYOUT_DOC = 'docs/get_started.md, "Data"'
+# ``data_prefix`` keys of label folders (mmseg's label maps, mmdet's panoptic
+# and semantic maps): a test that only formats predictions reads none.
+LABEL_PREFIXES = ('seg_map_path', 'seg', 'sem_seg', 'sem_seg_path')
 
 
 def check_inputs(cfg: Config) -> None:
     """Raise if the work dir is not writable, the backbone's pretrained
     checkpoint is missing, an embedded demo set the config reads is missing
-    or stale, or an annotation file of the config is missing or does not
+    or stale, a data root or ``data_prefix`` folder of the config is
+    missing, or an annotation file of the config is missing or does not
     parse."""
     check_work_dir(cfg.work_dir)
     check_pretrained(cfg)
-    for split, dataset in config_datasets(cfg):
+    for split, key, dataset in dataset_configs(cfg):
         check_demo_data(split, dataset)
-        check_annotation_file(split, dataset)
+        check_data_root(split, dataset, key)
+        check_annotation_file(split, dataset, key)
+        check_data_prefix(
+            split, dataset, key, read_labels=reads_labels(cfg, split))
+
+
+def relative_path_note(path: str) -> str:
+    """For a relative ``path``: a sentence saying that it is read from the
+    current folder, and where it was looked for; '' for an absolute one.
+
+    The tools read every relative path of a config (``data_root``,
+    checkpoints) from the folder they are run in, not from the config's.
+    """
+    if osp.isabs(path):
+        return ''
+    cwd = os.getcwd()
+    return (f' ({path} is a relative path, resolved against the current '
+            f'working directory {cwd}: it was looked for at '
+            f'{osp.normpath(osp.join(cwd, path))})')
+
+
+def repository_root() -> Optional[str]:
+    """The checkout mmscalable is imported from (the folder holding
+    ``tools/misc/make_demo_data.py``), or None for an installed copy."""
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    if osp.isfile(osp.join(root, 'tools', 'misc', 'make_demo_data.py')):
+        return root
+    return None
+
+
+def _is_local(path, dataset: dict) -> bool:
+    """``path`` is a path of the local file system (not a URL, not read
+    through another storage backend)."""
+    backend = (dataset.get('backend_args') or {}).get('backend', 'local')
+    return isinstance(path, str) and '://' not in path and backend == 'local'
+
+
+def _how_to_point_at_data(key: str, option: str) -> str:
+    return (f'put the data set there (the layout each data set is read in: '
+            f'{DATA_LAYOUT_DOC}) or give its place with --cfg-options '
+            f'{key}.{option}=PATH')
+
+
+def check_data_root(split: str, dataset: dict, key: str = '') -> None:
+    """A dataset's local ``data_root`` is an existing folder.
+
+    mmseg's ``ADE20KDataset`` (and any dataset read from folders without an
+    annotation file) would otherwise fail only when the dataloader is
+    built, after the model. Only a dataset with a ``type`` is checked (a
+    dict without one is no dataset the runner could build).
+
+    Args:
+        split (str): The dataloader, e.g. ``'train_dataloader'``.
+        dataset (dict): The dataset config.
+        key (str): The dataset's key in the config (for the
+            ``--cfg-options`` of the message), e.g.
+            ``'train_dataloader.dataset'``.
+    """
+    data_root = dataset.get('data_root')
+    if (not data_root or not dataset.get('type')
+            or not _is_local(data_root, dataset)):
+        return
+    if osp.isdir(data_root):
+        return
+    name = f'the data root {data_root} of {split} ({dataset.get("type")})'
+    if osp.exists(data_root):
+        raise NotADirectoryError(f'{name} is not a folder')
+    key = key or f'{split}.dataset'
+    raise FileNotFoundError(
+        f'{name} does not exist{relative_path_note(data_root)}: '
+        f'{_how_to_point_at_data(key, "data_root")}')
+
+
+def check_data_prefix(split: str,
+                      dataset: dict,
+                      key: str = '',
+                      read_labels: bool = True) -> None:
+    """The folders of a dataset's ``data_prefix`` (images, label maps)
+    exist under its ``data_root``.
+
+    Args:
+        split (str): The dataloader, e.g. ``'train_dataloader'``.
+        dataset (dict): The dataset config.
+        key (str): The dataset's key in the config (for the message).
+        read_labels (bool): Whether the run reads the label folders
+            (:data:`LABEL_PREFIXES`); a test that only formats its
+            predictions does not.
+    """
+    prefix = dataset.get('data_prefix')
+    if isinstance(prefix, str):
+        items = [(None, prefix)]
+    elif isinstance(prefix, dict):
+        items = list(prefix.items())
+    else:
+        return
+    data_root = dataset.get('data_root')
+    if data_root and not _is_local(data_root, dataset):
+        return
+    key = key or f'{split}.dataset'
+    for name, folder in items:
+        if not folder or not _is_local(folder, dataset):
+            continue
+        if name in LABEL_PREFIXES and not read_labels:
+            continue
+        path = osp.join(data_root, folder) if data_root else folder
+        if osp.isdir(path):
+            continue
+        option = 'data_prefix' + (f'.{name}' if name else '')
+        where = (f'{option}={folder!r} under the data root {data_root}'
+                 if data_root else f'{option}={folder!r}')
+        raise FileNotFoundError(
+            f'the folder {path} of {split} ({dataset.get("type")}; {where}) '
+            f'does not exist{relative_path_note(path)}: '
+            f'{_how_to_point_at_data(key, option)}')
+
+
+def reads_labels(cfg: Config, split: str) -> bool:
+    """Whether the evaluator of ``split`` reads the labels: not when every
+    metric of it has ``format_only=True`` (predictions written for a test
+    server)."""
+    evaluator = cfg.get(split.replace('_dataloader', '_evaluator'))
+    if isinstance(evaluator, dict):
+        evaluator = [evaluator]
+    if not evaluator or not isinstance(evaluator, (list, tuple)):
+        return True
+    return not all(
+        isinstance(metric, dict) and metric.get('format_only')
+        for metric in evaluator)
 
 
 def check_pretrained(cfg: Config) -> None:
@@ -78,15 +211,26 @@ def check_work_dir(work_dir: str) -> None:
 def config_datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
     """(dataloader name, dataset config) of every dataset of ``cfg``, those
     inside dataset wrappers included."""
+    for split, _, dataset in dataset_configs(cfg):
+        yield split, dataset
+
+
+def dataset_configs(cfg: Config) -> Iterator[Tuple[str, str, dict]]:
+    """(dataloader name, key, dataset config) of every dataset of ``cfg``,
+    those inside dataset wrappers included; the key is the one
+    ``--cfg-options`` takes, e.g. ``train_dataloader.dataset.dataset``."""
     for split in SPLITS:
-        stack = [(cfg.get(split) or {}).get('dataset')]
+        stack = [(f'{split}.dataset', (cfg.get(split) or {}).get('dataset'))]
         # Dataset wrappers (RepeatDataset, ConcatDataset...) nest datasets.
         while stack:
-            item = stack.pop()
+            key, item = stack.pop()
             if isinstance(item, dict):
-                yield split, item
-                stack.append(item.get('dataset'))
-                stack.extend(item.get('datasets') or [])
+                yield split, key, item
+                stack.append((f'{key}.dataset', item.get('dataset')))
+                stack.extend(
+                    (f'{key}.datasets.{index}', dataset)
+                    for index, dataset in enumerate(
+                        item.get('datasets') or []))
 
 
 def demo_data_root(dataset: dict) -> Optional[str]:
@@ -108,7 +252,10 @@ def check_demo_data(split: str, dataset: dict) -> None:
     The tools do not generate the demo data: it is made by
     ``python tools/misc/make_demo_data.py`` or a tool's ``--make-demo-data``.
     The error names the first missing file (the annotation file, the data
-    root, else the marker file a complete set ends with) and both fixes.
+    root, else the marker file a complete set ends with) and both fixes;
+    for a relative ``data_root`` it also says where that was looked for
+    (the current folder) and, run from outside the repository, to run from
+    its root or to generate the data in the current folder.
     """
     root = demo_data_root(dataset)
     if root is None:
@@ -139,16 +286,41 @@ def check_demo_data(split: str, dataset: dict) -> None:
     else:
         missing = marker
     raise FileNotFoundError(f'{missing} does not exist: {name} has not been '
-                            f'generated; {fix}')
+                            f'generated; {fix}{_demo_data_elsewhere(root)}')
 
 
-def check_annotation_file(split: str, dataset: dict) -> None:
+def _demo_data_elsewhere(root: str) -> str:
+    """For a relative demo data ``root``: where it was looked for and, run
+    outside the repository, where the tools find the demo data."""
+    if osp.isabs(root):
+        return ''
+    cwd = os.getcwd()
+    note = (f'. {root} is a relative path, resolved against the current '
+            f'working directory {cwd}: the demo data was looked for in '
+            f'{osp.normpath(osp.join(cwd, root))}')
+    checkout = repository_root()
+    if checkout is None or osp.samefile(checkout, cwd):
+        return note
+    script = osp.join(checkout, 'tools', 'misc', 'make_demo_data.py')
+    if osp.normpath(root) != 'data':
+        script += f' --root {root}'
+    return (f'{note}. Run the tool from the repository root {checkout}, or '
+            f'make the demo data in {cwd} with `python {script}` (or '
+            '--make-demo-data)')
+
+
+def check_annotation_file(split: str, dataset: dict, key: str = '') -> None:
     """A dataset's ``ann_file`` exists and, for JSON, parses.
 
     mmdet reports a JSON syntax error as ``Expecting value: line 1 column 1``
     without the file; here it comes with the file's path and the split.
     Files over :data:`FULL_PARSE_BYTES` are checked for their first and last
     character only (a truncated download fails that).
+
+    Args:
+        split (str): The dataloader, e.g. ``'train_dataloader'``.
+        dataset (dict): The dataset config.
+        key (str): The dataset's key in the config (for the message).
     """
     ann_file = dataset.get('ann_file')
     if not ann_file or not isinstance(ann_file, str) or '://' in ann_file:
@@ -162,7 +334,9 @@ def check_annotation_file(split: str, dataset: dict) -> None:
         return  # remote storage: the dataset's file backend reads it
     name = f'annotation file {path} of {split} ({dataset.get("type")})'
     if not osp.isfile(path):
-        raise FileNotFoundError(f'the {name} does not exist')
+        raise FileNotFoundError(
+            f'the {name} does not exist{relative_path_note(path)}: '
+            f'{_how_to_point_at_data(key or f"{split}.dataset", "ann_file")}')
     if not path.endswith('.json'):
         return
     if osp.getsize(path) > FULL_PARSE_BYTES:

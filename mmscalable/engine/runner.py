@@ -41,16 +41,27 @@ def build_runner(cfg: Config):
     """Check the inputs, start the CPU process group if there is one to
     start, then build the runner.
 
+    Without a ``runner_type`` in the config the runner is a
+    :class:`~mmscalable.engine.tool_runner.ToolRunner`, whose console
+    summarises the optimizer's per-parameter settings and names the device;
+    a runner of another type gets the same filters once built (after it has
+    logged its environment).
+
     The embedded demo data is not generated here: see
     :func:`make_config_demo_data`.
     """
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+
+    from .log_filters import install_log_filters
+    from .tool_runner import ToolRunner
     check_inputs(cfg)
     init_cpu_process_group(cfg)
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+        return ToolRunner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)
+    if getattr(runner, 'logger', None) is not None:
+        install_log_filters(runner.logger)
+    return runner
 
 
 def add_tool_hooks(cfg: Config) -> None:

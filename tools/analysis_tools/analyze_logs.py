@@ -5,7 +5,9 @@ The logs are the ``vis_data/scalars.json`` of a run (one JSON record per
 logged training iteration and per validation): give the file, the run's
 folder (``work_dirs/x/20260101_000000``) or the work dir (its latest run
 with scalars). Paths without scalars (a run that stopped before logging)
-are skipped with a note.
+are skipped with a note. ``plot_curve`` writes ``--out``, by default
+``curve_<keys>.png`` next to the first log's scalars.json, and prints the
+path it wrote.
 
 Examples::
 
@@ -22,7 +24,9 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
+import numpy as np  # noqa: E402
 
 
 RUN_DIR = re.compile(r'^\d{8}_\d{6}$')
@@ -111,14 +115,26 @@ def curve(records: Sequence[dict], key: str) -> Dict[str, np.ndarray]:
     only their ``step`` (the epoch, or the iteration of iteration-based
     runs).
     """
-    records = [r for r in records if key in r]
-    if not records:
-        raise KeyError(f'no record has {key!r}')
+    with_key = [r for r in records if key in r]
+    if not with_key:
+        logged = sorted({k for r in records for k in r} - {'iter', 'step'})
+        raise KeyError(f'no record has {key!r} (the records have '
+                       f'{", ".join(logged) or "no keys"})')
+    records = with_key
     return dict(
         x=np.asarray([r['iter'] if 'iter' in r else r['step']
                       for r in records]),
         y=np.asarray([r[key] for r in records], dtype=float),
         validation=all('iter' not in r for r in records))
+
+
+def default_curve_file(logs: Sequence[str], keys: Sequence[str]) -> str:
+    """Where ``plot_curve`` writes without ``--out``: next to the first
+    log's scalars.json (``<run dir>/vis_data/curve_<keys>.png``), so that
+    the picture stays with the run it shows, whatever the current folder.
+    """
+    name = '_'.join(re.sub(r'[^\w.-]+', '-', key) for key in keys)
+    return osp.join(osp.dirname(scalars_file(logs[0])), f'curve_{name}.png')
 
 
 def plot_curve(logs: Sequence[str],
@@ -137,7 +153,10 @@ def plot_curve(logs: Sequence[str],
     for log in logs:
         records = load_records(log)
         for key in keys:
-            c = curve(records, key)
+            try:
+                c = curve(records, key)
+            except KeyError as error:
+                raise KeyError(f'{log}: {error.args[0]}') from None
             label = legend[index] if legend else f'{osp.basename(log)} {key}'
             marker = 'o' if c['validation'] else None
             ax.plot(c['x'], c['y'], label=label, marker=marker, linewidth=1)
@@ -176,7 +195,10 @@ def parse_args():
     plot.add_argument('--keys', nargs='+', default=['loss'])
     plot.add_argument('--legend', nargs='+')
     plot.add_argument('--title')
-    plot.add_argument('--out', default='curve.png', help='picture file')
+    plot.add_argument(
+        '--out',
+        help='picture file (default: curve_<keys>.png next to the first '
+        "log's scalars.json)")
     times = sub.add_parser('cal_train_time', help='time per iteration')
     times.add_argument('logs', nargs='+', help=logs_help)
     return parser.parse_args()
@@ -189,8 +211,14 @@ def main():
     except FileNotFoundError as error:
         sys.exit(f'error: {error}')
     if args.command == 'plot_curve':
-        plot_curve(args.logs, args.keys, args.out, args.legend, args.title)
-        print(f'curves of {", ".join(args.keys)} written to {args.out}')
+        out = args.out or default_curve_file(args.logs, args.keys)
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        try:
+            plot_curve(args.logs, args.keys, out, args.legend, args.title)
+        except (KeyError, ValueError) as error:
+            sys.exit(f'error: {error.args[0]}')
+        print(f'curves of {", ".join(args.keys)} written to '
+              f'{osp.abspath(out)}')
     else:
         for log in args.logs:
             t = train_time(load_records(log))

@@ -18,8 +18,10 @@ import os
 import os.path as osp
 import sys
 
-import numpy as np
-from mmengine.config import Config, DictAction
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
+import numpy as np  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))

@@ -63,8 +63,13 @@ Example:
     python tools/analysis_tools/kernel_roofline.py --dtype bfloat16
 """
 import argparse
+import os.path as osp
+import sys
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
 
 # One H100 SXM.
 H100_BANDWIDTH_TBS = 3.35

@@ -29,6 +29,10 @@ import sys
 import time
 from typing import Optional
 
+# tools/, for env_check
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import env_check  # noqa: E402,F401  (first: names a missing package)
+
 
 def _rss_bytes() -> int:
     with open('/proc/self/statm') as f:

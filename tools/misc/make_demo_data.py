@@ -19,6 +19,9 @@ import os.path as osp
 import sys
 import time
 
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
+
 try:
     from mmscalable.datasets.demo_data import (DEMO_ADE_DEFAULTS,
                                                DEMO_CLS_DEFAULTS,

@@ -8,12 +8,16 @@
 family.
 """
 import argparse
+import os.path as osp
+import sys
 from typing import Optional, Sequence
 
-import torch
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
+import torch  # noqa: E402
 
-from mmscalable.compat import quiet_third_party_deprecations
-from mmscalable.models.checkpoint import FAMILIES, get_family
+from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
+from mmscalable.models.checkpoint import FAMILIES, get_family  # noqa: E402
 
 DESCRIPTION = """\
 Convert an official checkpoint to an mmpretrain classifier checkpoint.

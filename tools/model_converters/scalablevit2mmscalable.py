@@ -6,6 +6,8 @@ The same as ``official2mmscalable.py scalablevit SRC DST``; see its ``--help``.
 import os.path as osp
 import sys
 
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from official2mmscalable import main as _main  # noqa: E402
