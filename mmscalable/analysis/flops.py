@@ -19,14 +19,24 @@ Resolutions, as those papers: classification at the test crop (224, 384,
 Semantic FPN at 512x2048. Detectors are counted in mmdet's tensor
 mode: the RPN's top 1000 proposals through the box head and the first 100
 through the mask head, as mmdet 2.x's ``forward_dummy``.
+
+Every attention is counted on its reference path (``impl='reference'``,
+the official computation), whatever ``impl`` the model was built with
+(:func:`count_flops`): the fast paths compute the same function with other
+operations (frozen norms folded into convs, products written in place,
+compiled ops that the tracer replaces by their references), so the counter
+would see a different number of them, and the figure would depend on the
+implementation rather than on the model.
 """
 import json
 import os.path as osp
 from collections import Counter
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 
 from .task_models import build_whole_model
@@ -46,11 +56,21 @@ def paper_resolution(cfg: Config) -> Tuple[int, int]:
         # FPN table is Twins'); PVT's FPN table used 512x512.
         return 512, 2048
     if scope == 'mmpretrain':
+        # The test pipeline's last step that fixes both sides: a center crop
+        # (the 224 configs) or a resize to a fixed scale (some 384 configs),
+        # both given as (width, height) or one side.
+        size = (224, 224)
         for step in cfg.test_dataloader.dataset.pipeline:
             if step['type'] == 'CenterCrop':
-                size = step['crop_size']
-                return (size, size) if isinstance(size, int) else tuple(size)
-        return 224, 224
+                side = step['crop_size']
+            elif (step['type'] == 'Resize' and 'scale' in step
+                  and not step.get('keep_ratio', False)):
+                side = step['scale']
+            else:
+                continue
+            size = ((side, side) if isinstance(side, int) else
+                    (side[1], side[0]))
+        return size
     raise ValueError(f'{cfg.filename}: cannot count a {scope} model')
 
 
@@ -135,25 +155,81 @@ def count(config: str,
 _COUNTED: Dict[tuple, Tuple[int, float]] = {}
 
 
+@contextmanager
+def reference_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Run every attention of ``model`` on its reference path inside the
+    block: the modules' ``impl`` (and the backbones' ``attn_impl``) read
+    ``'reference'`` there and their own value again afterwards.
+
+    Both paths use the same parameters, so nothing else changes.
+
+    Args:
+        model (nn.Module): Any model; modules without an attention ``impl``
+            are left alone.
+    """
+    from mmscalable.models.layers.attention_impl import ATTENTION_IMPLS
+    switched = []
+    for module in model.modules():
+        for name in ('impl', 'attn_impl'):
+            impl = getattr(module, name, None)
+            if isinstance(impl, str) and impl in ATTENTION_IMPLS:
+                switched.append((module, name, impl))
+    try:
+        for module, name, _ in switched:
+            setattr(module, name, 'reference')
+        yield model
+    finally:
+        for module, name, impl in switched:
+            setattr(module, name, impl)
+
+
+def count_flops(model: nn.Module,
+                inputs: Tuple,
+                convention: str = 'fvcore') -> float:
+    """FLOPs (multiply-adds) of ``model(*inputs)`` in eval mode, with every
+    attention counted on its reference path (:func:`reference_attention`),
+    so that a model gives one figure whichever ``impl`` it was built with.
+
+    Args:
+        model (nn.Module): The model; its training mode is restored
+            afterwards.
+        inputs (tuple): The positional arguments of its forward.
+        convention (str): ``'fvcore'`` or ``'mmcv'`` (see the module's
+            docstring). Defaults to ``'fvcore'``.
+
+    Returns:
+        float: The count.
+    """
+    from mmengine.analysis import FlopAnalyzer
+    if convention not in CONVENTIONS:
+        raise ValueError(f'convention must be one of {CONVENTIONS}, got '
+                         f'{convention!r}')
+    training = model.training
+    model.eval()
+    try:
+        with reference_attention(model), torch.no_grad():
+            analyzer = FlopAnalyzer(model, tuple(inputs))
+            analyzer.unsupported_ops_warnings(False)
+            analyzer.uncalled_modules_warnings(False)
+            if convention == 'mmcv':
+                # A zero count, not None: mmengine 0.10.7 keeps counting
+                # ops whose handle is set to None.
+                analyzer.set_op_handle(
+                    **{op: _no_flops
+                       for op in ACTIVATION_MATMULS})
+            return float(analyzer.total())
+    finally:
+        model.train(training)
+
+
 def _count_model(cfg: Config, height: int, width: int,
                  convention: str) -> Tuple[int, float]:
     """Parameters and FLOPs of one image through ``cfg``'s model."""
-    from mmengine.analysis import FlopAnalyzer
-    model = build_whole_model(cfg).eval()
+    model = build_whole_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     images = torch.randn(1, 3, height, width)
     torch.manual_seed(0)
-    with torch.no_grad():
-        analyzer = FlopAnalyzer(model, (images, ))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        if convention == 'mmcv':
-            # A zero count, not None: mmengine 0.10.7 keeps counting ops
-            # whose handle is set to None.
-            analyzer.set_op_handle(
-                **{op: _no_flops
-                   for op in ACTIVATION_MATMULS})
-        return params, float(analyzer.total())
+    return params, count_flops(model, (images, ), convention)
 
 
 def _relative(value: float, paper: Optional[float]) -> str:

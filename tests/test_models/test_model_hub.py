@@ -4,10 +4,13 @@ import glob
 import os.path as osp
 
 import mmpretrain
+import pytest
 import torch
 
 import mmscalable  # noqa: F401  (registers the models with the hub)
-from mmscalable.model_hub import register_classification_models
+from mmscalable.model_hub import (NoPublishedWeightsError,
+                                  converted_checkpoint_path, model_index_path,
+                                  register_classification_models)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -40,3 +43,91 @@ def test_get_model_by_name_with_pretrained_weights(tmp_path):
     loaded = mmpretrain.get_model(name, pretrained=path)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def _classification_entries():
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        metafiles = yaml.safe_load(f)['Import']
+    for metafile in metafiles:
+        with open(osp.join(ROOT, metafile)) as f:
+            for entry in yaml.safe_load(f)['Models']:
+                if any(result['Task'] == 'Image Classification'
+                       for result in entry['Results']):
+                    yield osp.basename(osp.dirname(metafile)), entry
+
+
+# The classifiers whose official repository publishes no checkpoint:
+# Refiner_ViT's README links L at 448 only, GroupMixFormer's the 224 models.
+NO_OFFICIAL_CHECKPOINT = {
+    'refiner-vit-s_8xb128_in1k', 'refiner-vit-m_8xb128_in1k',
+    'refiner-vit-l_8xb128_in1k', 'refiner-vit-s_8xb32_in1k-384px',
+    'refiner-vit-m_8xb32_in1k-384px', 'refiner-vit-l_8xb32_in1k-384px',
+    'groupmixformer-l_8xb128_in1k-384px'
+}
+
+
+def test_classification_entries_link_the_official_checkpoints():
+    from mmscalable.models.checkpoint import FAMILIES
+    entries = list(_classification_entries())
+    assert len(entries) == len(mmpretrain.list_models('*scalablevit*') +
+                               mmpretrain.list_models('*groupmixformer*') +
+                               mmpretrain.list_models('*refiner*'))
+    for family, entry in entries:
+        # No mmscalable weights: mmpretrain must not download anything.
+        assert entry['Weights'] is None, entry['Name']
+        official = entry['Converted From']
+        assert official['Code'] == FAMILIES[family].checkpoint_page
+        if entry['Name'] in NO_OFFICIAL_CHECKPOINT:
+            assert 'Weights' not in official, entry['Name']
+        else:
+            assert official['Weights'].startswith('https://'), entry['Name']
+
+
+@pytest.mark.parametrize('name,family', [
+    ('scalablevit-s_8xb128_in1k', 'scalablevit'),
+    ('groupmixformer-t_8xb128_in1k', 'groupmixformer'),
+    ('refiner-vit-l_8xb64_in1k-448px', 'refiner'),
+])
+def test_pretrained_true_says_how_to_convert_the_official_weights(
+        name, family):
+    official = {
+        entry['Name']: entry['Converted From']
+        for _, entry in _classification_entries()
+    }[name]
+    with pytest.raises(NoPublishedWeightsError) as error:
+        mmpretrain.get_model(name, pretrained=True)
+    message = str(error.value)
+    assert isinstance(error.value, ValueError)
+    assert message.startswith(f'{name}: mmscalable publishes no weights')
+    assert official['Weights'] in message
+    # The converter next to the model index the hub was filled from.
+    converter = osp.join(
+        osp.dirname(model_index_path()), 'tools', 'model_converters',
+        'official2mmscalable.py')
+    dst = converted_checkpoint_path(name)
+    assert (f'python {converter} {family} DOWNLOADED_FILE {dst}'
+            in message)
+    assert f"mmpretrain.get_model('{name}', pretrained='{dst}')" in message
+    assert osp.isfile(converter)
+
+
+@pytest.mark.parametrize(
+    'name', ['refiner-vit-s_8xb128_in1k', 'refiner-vit-s_8xb32_in1k-384px'])
+def test_pretrained_true_without_an_official_checkpoint(name):
+    with pytest.raises(NoPublishedWeightsError,
+                       match='publishes no checkpoint of this model') as error:
+        mmpretrain.get_model(name, pretrained=True)
+    assert 'refiner-vit-l_8xb64_in1k-448px' in str(error.value)
+    assert 'https://github.com/zhoudaquan/Refiner_ViT' in str(error.value)
+
+
+@pytest.mark.parametrize('name,path', [
+    ('scalablevit-s_8xb128_in1k', 'checkpoints/scalablevit-s_in1k.pth'),
+    ('refiner-vit-l_8xb64_in1k-448px',
+     'checkpoints/refiner-vit-l_in1k-448px.pth'),
+    ('groupmixformer-l_8xb128_in1k-384px',
+     'checkpoints/groupmixformer-l_in1k-384px.pth'),
+])
+def test_converted_checkpoint_paths_are_those_of_the_docs(name, path):
+    assert converted_checkpoint_path(name) == path

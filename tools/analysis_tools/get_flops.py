@@ -14,12 +14,16 @@ Examples::
 
 See ``mmscalable/analysis/flops.py`` for the conventions and resolutions;
 the papers' figures come from the metafiles that ``model-index.yml`` lists.
+Every attention is counted on its reference path (the official
+computation), so the figure does not depend on the config's ``attn_impl``.
 """
 import argparse
 import json
 import os.path as osp
 import sys
 
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+import env_check  # noqa: E402,F401  (first: names a missing package)
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
