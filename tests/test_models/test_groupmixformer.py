@@ -214,7 +214,8 @@ class _Classifier(torch.nn.Module):
     def __init__(self, arch):
         super().__init__()
         # FLOPs of the model's function, counted on the official
-        # computation (the counter does not see inside the compiled ops).
+        # computation (the fast one folds norms and works in place, which
+        # the counter has no handles for).
         self.backbone = GroupMixFormer(
             arch=arch, out_indices=(3, ), final_norm=True,
             attn_impl='reference')
