@@ -11,6 +11,10 @@ __all__ = ['__version__', 'version_info']
 # the stack the tests run on). The fixes in ``mmscalable.compat`` were
 # written for these versions.
 SUPPORTED_VERSIONS = {
+    # Older torch lacks APIs the package relies on; torch 2.14 compiles
+    # extensions as C++20, which mmcv 2.1.0's ops do not build with. Within
+    # the range, ``mmscalable.torch_compat`` covers what older releases miss.
+    'torch': ('2.1', '2.14'),
     'mmengine': ('0.10.0', '1.0.0'),
     'mmcv': ('2.0.0', '2.2.0'),
 }
@@ -27,9 +31,10 @@ def _release(version: str) -> tuple:
 
 
 def check_dependency_versions() -> None:
-    """Refuse to import next to an mmengine or mmcv out of range.
+    """Refuse to import next to a torch, mmengine or mmcv out of range.
 
-    A package that is not installed is not checked: the ops need only torch.
+    A package that is not installed is not checked (the ops need only torch;
+    without torch, importing the package fails on its own).
 
     Raises:
         ImportError: Naming the package, its version and the range.

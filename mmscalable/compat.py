@@ -20,13 +20,24 @@ mmpretrain's own ``tools/train.py`` / ``tools/test.py`` through the configs'
    replaces mmengine's local and http loaders with :func:`safe_torch_load`,
    which allows the globals a checkpoint needs if each is on an explicit
    list of data-only classes (:data:`TRUSTED_GLOBALS`), and refuses anything
-   else with an error naming it.
+   else with an error naming it. torch < 2.5 has no
+   ``torch.serialization.safe_globals``: there the same list is enforced by
+   the unpickler of :func:`mmscalable.torch_compat.load_with_allowed_globals`
+   (mmengine's own bare ``torch.load`` works before torch 2.6, but it loads
+   anything; the loaders registered here refuse code on every version).
 2. ``_base_ = ['mmscalable::...']`` in configs (mmengine 0.10.x). mmengine
    resolves ``pkg::path`` only for the packages of its ``MODULE2PACKAGE``
    table, at ``<installed path>/.mim/configs``, and for an editable (PEP 660)
    install ``get_installed_path`` returns a folder of site-packages that does
    not exist. :func:`register_config_package` adds the table entry and
-   answers the package's real folder.
+   answers the package's real folder. mmengine also gives every typed dict
+   of a ``pkg::`` base the scope ``pkg`` (``Config._dict_to_config_dict``),
+   which is right for mmdet's own configs but not for ours: they are mmdet,
+   mmseg and mmpretrain configs, so ``ImageClassifier`` would be looked up
+   in the ``mmscalable`` model registry (a ``KeyError``) and a scheduler in
+   a registry tree that has no ``mmscalable`` node (a warning). Our configs'
+   dicts take the scope their ``default_scope`` names instead, as when the
+   file is run itself.
 
 Used per run by the tools (``mmscalable.engine.runner``), not at import:
 
@@ -39,6 +50,7 @@ Used per run by the tools (``mmscalable.engine.runner``), not at import:
 4. Leaving the process group (mmengine 0.10.7 leaves it to the interpreter's
    exit): :func:`finish_distributed`.
 """
+import functools
 import importlib
 import io
 import os
@@ -49,6 +61,8 @@ from datetime import timedelta
 from typing import Any, Iterable, List, Optional
 
 import torch
+
+from mmscalable import torch_compat
 
 # 1. Checkpoint loading.
 
@@ -113,6 +127,47 @@ def _trusted_globals(names: Iterable[str], source: str) -> List[Any]:
     return allowed
 
 
+def _untrusted(source: str, names: Iterable[str]) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(
+        f'checkpoint {source} needs objects that are not known to hold '
+        f'only data: {sorted(names)}. If you trust this file, load it with '
+        'torch.load(weights_only=False) and save its state dict.')
+
+
+# The statistics of mmengine's HistoryBuffer, which it pickles as
+# getattr(HistoryBuffer, name).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
+
+
+def _resolve_trusted_global(qualified_name: str, source: str) -> Any:
+    """One global of a checkpoint, if :data:`TRUSTED_GLOBALS` or numpy's
+    dtype classes hold it, for loading on torch < 2.5.
+
+    ``builtins.getattr`` is a plain unpickler's ``getattr`` there, which
+    would reach any attribute: it is replaced by one that reaches the
+    statistics methods of mmengine's ``HistoryBuffer`` only.
+    """
+    if qualified_name == 'builtins.getattr':
+        return functools.partial(_history_buffer_statistic, source=source)
+    if qualified_name in TRUSTED_GLOBALS:
+        return _resolve_global(qualified_name)
+    if qualified_name.startswith('numpy.dtypes.'):
+        obj = _resolve_global(qualified_name)
+        if obj in _numpy_dtype_classes():
+            return obj
+    raise _untrusted(source, [qualified_name])
+
+
+def _history_buffer_statistic(owner: Any, name: str, source: str) -> Any:
+    from mmengine.logging import HistoryBuffer
+    statistics = set(_HISTORY_BUFFER_STATISTICS).union(
+        HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in statistics:
+        return getattr(owner, name)
+    owner_name = getattr(owner, '__qualname__', type(owner).__qualname__)
+    raise _untrusted(source, [f'getattr({owner_name}, {name!r})'])
+
+
 def safe_torch_load(file: Any,
                     map_location: Optional[Any] = None,
                     source: Optional[str] = None) -> Any:
@@ -133,6 +188,10 @@ def safe_torch_load(file: Any,
         pass
     if not isinstance(file, str):
         file.seek(0)
+    if not torch_compat.HAS_SAFE_GLOBALS:
+        return torch_compat.load_with_allowed_globals(
+            file, map_location,
+            lambda name: _resolve_trusted_global(name, source))
     names = torch.serialization.get_unsafe_globals_in_checkpoint(file)
     allowed = _trusted_globals(names, source)
     if not isinstance(file, str):
@@ -207,6 +266,27 @@ def register_config_package() -> None:
 
     get_installed_path.knows_mmscalable = True
     config_module.get_installed_path = get_installed_path
+    _scope_package_configs_by_their_default_scope(config_module.Config)
+
+
+def _scope_package_configs_by_their_default_scope(config_class) -> None:
+    """Give the typed dicts of an ``mmscalable::`` base the scope of the
+    task library the file is written for (its ``default_scope``)."""
+    original = config_class.__dict__['_dict_to_config_dict'].__func__
+    if getattr(original, 'knows_mmscalable', False):
+        return
+
+    def _dict_to_config_dict(cfg, scope=None, has_scope=True):
+        # The outermost call gets a whole file's variables; the recursive
+        # calls pass the scope chosen here on.
+        if scope == _PACKAGE and isinstance(cfg, dict):
+            default_scope = cfg.get('default_scope')
+            if isinstance(default_scope, str) and default_scope:
+                scope = default_scope
+        return original(cfg, scope, has_scope)
+
+    _dict_to_config_dict.knows_mmscalable = True
+    config_class._dict_to_config_dict = staticmethod(_dict_to_config_dict)
 
 
 # 3 and 4. Distributed runs without GPUs.

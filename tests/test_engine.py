@@ -155,6 +155,10 @@ def test_checkpoint_with_another_head_fine_tunes():
         CheckpointMatchHook(min_fraction=2)
 
 
+@pytest.mark.skipif(
+    not hasattr(torch, 'get_autocast_dtype'),
+    reason=f'torch {torch.__version__} has no '
+    'torch.get_autocast_dtype(device_type)')
 @pytest.mark.parametrize('name', list(BACKBONES))
 def test_bf16_amp_steps_on_the_cpu_stay_finite(name):
     torch.manual_seed(0)
@@ -178,6 +182,10 @@ def test_bf16_amp_steps_on_the_cpu_stay_finite(name):
     assert 'loss_scaler' in wrapper.state_dict()
 
 
+@pytest.mark.skipif(
+    not hasattr(torch.amp, 'GradScaler'),
+    reason=f'torch {torch.__version__} has no loss scaler for the CPU '
+    '(torch.amp.GradScaler)')
 def test_amp_wrapper_arguments():
     params = [nn.Parameter(torch.ones(2))]
     optimizer = torch.optim.SGD(params, lr=0.1)

@@ -88,6 +88,8 @@ from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
 import torch
 import torch.nn as nn
 
+from mmscalable.torch_compat import autocast
+
 IMPLS = ('reference', 'fast', 'compile', 'graphs')
 # The compiled implementations and their torch.compile mode.
 COMPILE_MODES = {'compile': 'default', 'graphs': 'reduce-overhead'}
@@ -313,7 +315,7 @@ def median_seconds(fn: Callable[[], None], device: torch.device,
 
 
 def _autocast(x: torch.Tensor, dtype: torch.dtype):
-    return torch.autocast(
+    return autocast(
         x.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 

@@ -8,6 +8,7 @@ from mmengine.optim import AmpOptimWrapper as MMEngineAmpOptimWrapper
 from mmengine.optim import OptimWrapper
 
 from mmscalable.registry import OPTIM_WRAPPERS
+from mmscalable.torch_compat import grad_scaler
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -41,13 +42,12 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
         device = get_device()
         self._scale_update_param = None
         if loss_scale == 'dynamic':
-            self.loss_scaler = torch.amp.GradScaler(device)
+            self.loss_scaler = grad_scaler(device)
         elif isinstance(loss_scale, float):
             self._scale_update_param = loss_scale
-            self.loss_scaler = torch.amp.GradScaler(
-                device, init_scale=loss_scale)
+            self.loss_scaler = grad_scaler(device, init_scale=loss_scale)
         elif isinstance(loss_scale, dict):
-            self.loss_scaler = torch.amp.GradScaler(device, **loss_scale)
+            self.loss_scaler = grad_scaler(device, **loss_scale)
         else:
             raise TypeError('loss_scale must be "dynamic", a float or a '
                             f'dict, got {loss_scale!r}')

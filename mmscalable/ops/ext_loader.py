@@ -23,6 +23,8 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import torch
 
+from mmscalable import torch_compat
+
 EXT_MODULE_NAME = 'mmscalable._ext'
 OP_NAMESPACE = 'mmscalable'
 DISABLE_ENV_VAR = 'MMSCALABLE_DISABLE_EXT'
@@ -77,9 +79,9 @@ def _register_declared_ops() -> None:
                 'was built from older sources; rebuild it (`pip install -e '
                 '.` or `python setup.py build_ext --inplace`)')
             return
-        torch.library.register_fake(name)(registration.fake)
+        torch_compat.register_fake(name, registration.fake)
         if registration.backward is not None:
-            torch.library.register_autograd(
+            torch_compat.register_autograd(
                 name,
                 registration.backward,
                 setup_context=registration.setup_context)
@@ -106,10 +108,12 @@ def register_op(name: str,
     The op's schema and device kernels come from the C++ front file
     (``TORCH_LIBRARY_FRAGMENT`` / ``TORCH_LIBRARY_IMPL``); this adds what
     ``torch.compile``, ``torch.export`` and autograd need from Python, with
-    ``torch.library.register_fake`` and ``torch.library.register_autograd``.
-    The registration happens once per op: at once if ``mmscalable._ext`` is
-    loaded, else when it gets loaded (it never is without the module, whose
-    library defines the op).
+    ``torch.library.register_fake`` and ``torch.library.register_autograd``
+    (on a torch older than 2.4, through the fallbacks of
+    :mod:`mmscalable.torch_compat`: an autograd function, and no fake
+    implementation). The registration happens once per op: at once if
+    ``mmscalable._ext`` is loaded, else when it gets loaded (it never is
+    without the module, whose library defines the op).
 
     Args:
         name (str): Qualified op name, e.g. ``'mmscalable::window_reverse'``.
@@ -171,7 +175,8 @@ def has_compiled_kernel(tensor: torch.Tensor,
     would keep the call as an opaque op, and ONNX has no operator for it, so
     both trace the reference instead. ``torch.compile`` and ``torch.export``
     keep the op as one node (through its fake implementation) unless
-    ``keep_under_compile`` is False.
+    ``keep_under_compile`` is False, or torch has no
+    ``torch.library.register_fake`` (< 2.4): then they trace the reference.
 
     Args:
         tensor (torch.Tensor): The input of the op that decides its device
@@ -189,7 +194,8 @@ def has_compiled_kernel(tensor: torch.Tensor,
     if (tensor.dtype not in dtypes or torch.jit.is_tracing()
             or torch.onnx.is_in_onnx_export()):
         return False
-    if not keep_under_compile and torch.compiler.is_compiling():
+    if not (keep_under_compile and torch_compat.HAS_REGISTER_FAKE) and \
+            torch_compat.is_compiling():
         return False
     ext = load_ext()
     if ext is None:
@@ -206,7 +212,9 @@ def ext_info() -> dict:
         dict: ``available`` (bool, the module is loaded and not disabled),
         ``cuda`` (bool, it has CUDA kernels), ``ops`` (list of str, the
         ``torch.ops.mmscalable`` ops its library registered), ``error``
-        (str | None, why it is not available).
+        (str | None, why it is not available), ``compile_note`` (str |
+        None, why ``torch.compile`` / ``torch.export`` cannot keep the ops
+        on this torch).
     """
     module, error = _import_ext()
     if module is not None and ext_disabled():
@@ -220,4 +228,5 @@ def ext_info() -> dict:
         'cuda': ext_compiled_with_cuda(module),
         'ops': ops,
         'error': error,
+        'compile_note': torch_compat.compile_support_note(),
     }

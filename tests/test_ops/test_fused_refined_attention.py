@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ext_marks import requires_cuda_ext, requires_ext
+from ext_marks import (requires_cuda_ext, requires_ext,
+                       requires_fake_kernels)
 from op_cases import refined_attention_inputs as _inputs
 from mmscalable.ops import (has_compiled_kernel, refined_attention,
                             refined_attention_reference)
@@ -84,6 +85,7 @@ def test_hidden_map_is_zero_padded_not_the_hidden_map_of_zero():
 
 
 @requires_ext
+@requires_fake_kernels
 def test_registered_op_passes_opcheck():
     args = _inputs(2, 3, 5, 4, 2, dtype=torch.float32)
     torch.library.opcheck(
@@ -102,6 +104,7 @@ class _Refine(torch.nn.Module):
 
 
 @requires_ext
+@requires_fake_kernels
 def test_export_and_compile_keep_one_op():
     attn, value, *params = _inputs(1, 2, 7, 4, 3, dtype=torch.float32)
     module = _Refine(params)

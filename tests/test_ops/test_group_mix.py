@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ext_marks import EXT_AVAILABLE, requires_cuda_ext, requires_ext
+from ext_marks import (EXT_AVAILABLE, requires_cuda_ext, requires_ext,
+                       requires_fake_kernels)
 from op_cases import GROUP_MIX_GROUPS as GROUPS
 from op_cases import group_mix_case as _case
 from mmscalable.ops import (ext_info, group_mix_dwconv,
@@ -250,6 +251,7 @@ def test_disable_switch_routes_to_reference(monkeypatch):
 
 
 @requires_ext
+@requires_fake_kernels
 def test_fake_tensors(extension_path):
     from torch._subclasses.fake_tensor import FakeTensorMode
     x, weight, bias, ks, gc = _case((2, 5, 7), GROUPS[0])
@@ -267,6 +269,7 @@ def _graph_targets(graph_module):
 
 
 @requires_ext
+@requires_fake_kernels
 def test_compile_fullgraph_keeps_one_op(extension_path):
     x, weight, bias, ks, gc = _case((2, 5, 7), GROUPS[0], dtype=torch.float32)
     graphs = []
@@ -304,6 +307,7 @@ def test_compile_with_inductor_and_backward(extension_path):
 
 
 @requires_ext
+@requires_fake_kernels
 def test_export_keeps_one_op(extension_path):
     x, weight, bias, ks, gc = _case((1, 5, 6), GROUPS[0], dtype=torch.float32)
 
@@ -417,6 +421,9 @@ def unwritten_memory_is_nan():
     held: torch fills ``torch.empty``'s memory under deterministic
     algorithms (``torch.utils.deterministic.fill_uninitialized_memory``).
     The previous settings are restored after the test."""
+    if not hasattr(torch.utils, 'deterministic'):
+        pytest.skip(f'torch {torch.__version__} has no '
+                    'torch.utils.deterministic.fill_uninitialized_memory')
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ext_marks import (EXT_AVAILABLE, REQUIRE_EXT, requires_cuda,
-                       requires_cuda_ext, requires_ext)
+                       requires_cuda_ext, requires_ext, requires_fake_kernels)
 from mmscalable.ops import (ext_info, load_ext, window_partition,
                             window_partition_reference, window_reverse,
                             window_reverse_reference)
@@ -276,6 +276,7 @@ def test_double_backward(path, request):
 
 
 @requires_ext
+@requires_fake_kernels
 @pytest.mark.parametrize('shape', [(2, 9, 13, 3, 7), (1, 4, 4, 2, 2),
                                    (1, 3, 2, 2, 7)])
 def test_ops_pass_opcheck(shape):
@@ -292,6 +293,7 @@ def test_ops_pass_opcheck(shape):
 
 
 @requires_ext
+@requires_fake_kernels
 def test_fake_tensors(extension_path):
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode() as mode:

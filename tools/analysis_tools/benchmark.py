@@ -39,6 +39,9 @@ import json
 import os
 import sys
 
+# tools/, for env_check
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import env_check  # noqa: E402,F401  (first: names a missing package)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
 from mmscalable.analysis.benchmark import (  # noqa: E402

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmscalable.torch_compat import get_autocast_dtype, is_autocast_enabled
+
 # The refinement's norms in order: after the 1x1 expansion, after the 3x3
 # depthwise conv, after the 1x1 reduction, and on ``A + R(A)``.
 NUM_MAP_NORMS = 4
@@ -223,8 +225,8 @@ class _MomentAccumulator:
 
 
 def _autocast_state(device_type: str):
-    if torch.is_autocast_enabled(device_type):
-        return True, torch.get_autocast_dtype(device_type)
+    if is_autocast_enabled(device_type):
+        return True, get_autocast_dtype(device_type)
     return False, None
 
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmscalable.ops import has_compiled_kernel, pack_depthwise_weights
+from mmscalable.torch_compat import is_compiling
 
 
 def depthwise_op_applies(convs: Sequence[nn.Conv2d], x: Tensor) -> bool:
@@ -132,7 +133,7 @@ class InferenceCache:
             zip(sources, self._sources, self._states)))
 
     def get(self, sources: Sequence[Tensor], build: Callable):
-        if (torch.is_grad_enabled() or torch.compiler.is_compiling()
+        if (torch.is_grad_enabled() or is_compiling()
                 or torch.jit.is_tracing()):
             return build()
         if not self._is_current(sources):

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from mmscalable.registry import MODELS
 from mmscalable.ops import group_mix_dwconv
+from mmscalable.torch_compat import is_autocast_enabled
 from .attention_impl import check_impl
 from .conv_position_encoding import map_to_tokens
 from .fused_convs import (InferenceCache, depthwise_op_applies,
@@ -370,8 +371,9 @@ class GroupMixAttention(BaseModule):
             aggregate.pointwise_conv.conv.weight.view(seg, seg)
             for aggregate in self.proxy_aggregators
         ]
+        # Built in float32: torch 2.1 has no bfloat16 eye on the CPU.
         identity = torch.eye(
-            seg, dtype=pw_weights[0].dtype, device=pw_weights[0].device)
+            seg, device=pw_weights[0].device).to(pw_weights[0].dtype)
         if not fold:
             return dw_weight, torch.stack([identity] + pw_weights), None
         affines = [fold_batch_norm(norm) for norm in norms]
@@ -467,7 +469,7 @@ class GroupMixAttention(BaseModule):
         # proj(cat([out^T, local])): the projection's columns split between
         # the attended channels (read transposed) and the local ones.
         weight, bias = self.proj.weight, self.proj.bias
-        if torch.is_autocast_enabled(x.device.type):
+        if is_autocast_enabled(x.device.type):
             out = torch.cat(
                 [out.transpose(1, 2),
                  local.view(B, N, seg).to(out.dtype)], dim=-1)

@@ -30,6 +30,7 @@ from torch import Tensor
 from mmscalable.ops import (window_partition, window_partition_reference,
                             window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
+from mmscalable.torch_compat import is_compiling
 from .attention_impl import attend, check_impl, uses_one_launch
 from .conv_position_encoding import map_to_tokens, tokens_to_map
 
@@ -281,7 +282,7 @@ class InteractiveWindowAttention(BaseModule):
         H, W = hw_shape
         if H % ws == 0 and W % ws == 0:
             return None
-        if torch.compiler.is_compiling():
+        if is_compiling():
             # The compiler folds the constant mask; a cache would be a side
             # effect it has to guard on.
             return self._build_padding_mask(H, W, device)
