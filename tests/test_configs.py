@@ -334,7 +334,7 @@ def test_refiner_classification_recipe(variant, drop_path):
     assert cfg.train_cfg.max_epochs == 310
     # Random erasing draws normal noise in normalised space, as timm does:
     # mean + std * N(0, 1) in pixels.
-    preprocessor = cfg.model.data_preprocessor
+    preprocessor = cfg.data_preprocessor
     [erasing] = [
         t for t in cfg.train_dataloader.dataset.pipeline
         if t.type == 'RandomErasing'
@@ -354,7 +354,7 @@ def test_refiner_l_448_recipe():
         t for t in cfg.train_dataloader.dataset.pipeline
         if t.type == 'RandomErasing'
     ]
-    assert erasing.fill_color == cfg.model.data_preprocessor.mean
+    assert erasing.fill_color == cfg.data_preprocessor.mean
 
 
 @pytest.mark.parametrize('config', [
@@ -451,37 +451,3 @@ def test_refiner_384_fine_tuning(variant):
     assert cfg.train_cfg.max_epochs == 30 and cfg.custom_hooks == []
     crop = cfg.test_dataloader.dataset.pipeline[-2]
     assert (crop.type, crop.crop_size) == ('CenterCrop', 384)
-
-
-def _doc_configs(name):
-    """The Python blocks of a document that start with ``# <file>.py``."""
-    text = open(osp.join(ROOT, 'docs', name)).read()
-    return dict(
-        re.findall(r'```python\n# (\w+\.py)\n(.*?)```', text, flags=re.S))
-
-
-def test_lab_configs_of_the_docs_as_written(tmp_path, link_demo_data,
-                                            monkeypatch):
-    from mmengine.registry import DATASETS, MODELS
-    configs = _doc_configs('get_started.md')
-    assert sorted(configs) == ['lab_ade.py', 'lab_coco.py']
-    root = link_demo_data(tmp_path)
-    monkeypatch.chdir(root)
-    for name, text in configs.items():
-        path = root / name
-        path.write_text(text)
-        cfg = Config.fromfile(str(path))
-        init_default_scope(cfg.default_scope)
-        classes = cfg.metainfo['classes']
-        for loader in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader'):
-            dataset = DATASETS.build(cfg[loader].dataset)
-            assert len(dataset) > 0
-            assert tuple(dataset.metainfo['classes']) == tuple(classes)
-        model = MODELS.build(cfg.model)
-        if name == 'lab_coco.py':
-            heads = [model.roi_head.bbox_head, model.roi_head.mask_head]
-            assert cfg.val_evaluator.ann_file.startswith('data/demo_coco/')
-        else:
-            heads = [model.decode_head, model.auxiliary_head]
-        assert [head.num_classes for head in heads] == [len(classes)] * 2

@@ -12,6 +12,14 @@ custom_imports = dict(
 # (scripts/refiner_{s,m,l}_relabel.yaml): 0.2 / 0.25 / 0.25. The rest is the
 # AdamW recipe of the base files (RandAugment, Mixup 0.8 / CutMix 1.0, label
 # smoothing 0.1), with the released schedule below.
+# The released normalisation, in the base's data_preprocessor (num_classes
+# there, as in every classification config, so that a config inheriting
+# this one sets its classes in one place).
+data_preprocessor = dict(
+    num_classes=1000,
+    mean=[127.5, 127.5, 127.5],
+    std=[127.5, 127.5, 127.5],
+    to_rgb=True)
 model = dict(
     # ImageClassifier plus the released cosine-similarity regulariser of
     # the attention maps of consecutive blocks (cos_reg_component: 12, weight
@@ -19,11 +27,6 @@ model = dict(
     type='mmscalable.RefinerClassifier',
     cos_reg_blocks=12,
     cos_reg_weight=0.1,
-    data_preprocessor=dict(
-        num_classes=1000,
-        mean=[127.5, 127.5, 127.5],
-        std=[127.5, 127.5, 127.5],
-        to_rgb=True),
     backbone=dict(type='mmscalable.RefinerViT', arch='s', drop_path_rate=0.2),
     head=dict(
         type='mmscalable.RefinerClsHead',
