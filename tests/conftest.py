@@ -44,3 +44,14 @@ def demo_data(tmp_path, link_demo_data):
     configs from ``tmp_path`` find them."""
     link_demo_data(tmp_path)
     return tmp_path / 'data'
+
+
+def pytest_configure(config):
+    """In a pytest-xdist worker, torch and the tools the tests start use
+    one thread: the workers already share the cores, and more threads than
+    cores make OpenMP's threads wait for each other."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        for name in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+            os.environ[name] = '1'
+        import torch
+        torch.set_num_threads(1)

@@ -59,7 +59,7 @@ if ! "$PY" -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev
   log "mmcv 2.1.0 installed in $((elapsed / 60)) min $((elapsed % 60)) s"
 fi
 
-if ! "$PY" -c 'import mmdet, mmseg, mmpretrain, torchvision, ftfy, regex, pytest, onnx, onnxscript, onnxruntime' 2>/dev/null; then
+if ! "$PY" -c 'import mmdet, mmseg, mmpretrain, torchvision, ftfy, regex, pytest, xdist, onnx, onnxscript, onnxruntime' 2>/dev/null; then
   log "installing the OpenMMLab stack and test requirements"
   "${PIP[@]}" -q -r requirements/runtime.txt -r requirements/optional.txt -r requirements/tests.txt
 fi

@@ -52,6 +52,10 @@ def test_key_rules_round_trip(official_checkpoint):
     converted = groupmixformer_official_to_mmcls(state)
     assert list(groupmixformer_mmcls_to_official(converted)) == list(state)
     from mmpretrain.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    # Another test may have left another library's scope current.
+    init_default_scope('mmpretrain')
     model = MODELS.build(tiny_classifier_cfg().model)
     assert sorted(converted) == sorted(model.state_dict())
 

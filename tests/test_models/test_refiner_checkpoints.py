@@ -88,6 +88,10 @@ def pretrained(checkpoint, prefix=None, img_size=SIZE, ema=None, **kwargs):
 
 def test_key_rules_round_trip(official_checkpoint):
     from mmpretrain.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    # Another test may have left another library's scope current.
+    init_default_scope('mmpretrain')
     official = official_checkpoint[0]
     state = official.state_dict()
     converted = refiner_official_to_mmcls(state)
