@@ -29,7 +29,8 @@ BASES = {
     ('refiner', 'seg'):
     'refiner/upernet_refiner-vit-s_8xb2-160k_ade20k-512x512.py',
     ('scalablevit', 'cls'): 'scalablevit/scalablevit-s_8xb128_in1k.py',
-    ('groupmixformer', 'cls'): 'groupmixformer/groupmixformer-s_8xb128_in1k.py',
+    ('groupmixformer', 'cls'):
+    'groupmixformer/groupmixformer-s_8xb128_in1k.py',
     ('refiner', 'cls'): 'refiner/refiner-vit-s_8xb128_in1k.py',
 }
 DOC_CONFIG = dict(det='lab_coco.py', seg='lab_ade.py', cls='lab_cls.py')
@@ -100,6 +101,29 @@ def test_doc_configs_read_the_embedded_sets_as_written(
             assert cfg.data_preprocessor.num_classes == len(classes)
         assert [head.num_classes for head in heads] == [len(classes)] * len(
             heads)
+
+
+def test_package_prefix_needs_mmscalable_imported(tmp_path):
+    """What docs/get_started.md says of mmdet's, mmseg's and mmpretrain's
+    own tools: they read the config before anything imports mmscalable, and
+    mmengine then refuses the prefix."""
+    (tmp_path / 'lab.py').write_text(
+        "_base_ = ['mmscalable::" + BASES['scalablevit', 'det'] + "']\n")
+    read = ('from mmengine.config import Config; '
+            "Config.fromfile('lab.py')")
+    refused = subprocess.run([sys.executable, '-c', read],
+                             cwd=tmp_path,
+                             capture_output=True,
+                             text=True)
+    assert refused.returncode != 0
+    assert ('AssertionError: mmengine does not support to load mmscalable '
+            'config') in refused.stderr
+    imported = subprocess.run(
+        [sys.executable, '-c', 'import mmscalable; ' + read],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True)
+    assert imported.returncode == 0, imported.stderr[-3000:]
 
 
 def typed_dicts(value, path=''):
