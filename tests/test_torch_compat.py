@@ -289,13 +289,17 @@ def test_code_is_refused_without_safe_globals(tmp_path, payload,
 # The torch range of the import-time check.
 
 
-@pytest.mark.parametrize('version', ['2.0.1', '1.13.1+cpu', '2.14.0',
-                                     '2.14.0.dev20261101', '3.0.0'])
-def test_torch_out_of_range_is_refused(monkeypatch, version):
+def _pretend_torch_version(monkeypatch, version):
     real = importlib.metadata.version
     monkeypatch.setattr(
         importlib.metadata, 'version', lambda name: version
         if name == 'torch' else real(name))
+
+
+@pytest.mark.parametrize('version', ['2.0.1', '1.13.1+cpu', '2.14.0',
+                                     '2.14.0.dev20261101', '3.0.0'])
+def test_torch_out_of_range_is_refused(monkeypatch, version):
+    _pretend_torch_version(monkeypatch, version)
     with pytest.raises(ImportError) as info:
         mmscalable.check_dependency_versions()
     message = str(info.value)
@@ -306,8 +310,5 @@ def test_torch_out_of_range_is_refused(monkeypatch, version):
 @pytest.mark.parametrize('version', ['2.1.0', '2.1.2+cu121', '2.4.1',
                                      '2.13.0', '2.13.1+cpu'])
 def test_torch_in_range_is_accepted(monkeypatch, version):
-    real = importlib.metadata.version
-    monkeypatch.setattr(
-        importlib.metadata, 'version', lambda name: version
-        if name == 'torch' else real(name))
+    _pretend_torch_version(monkeypatch, version)
     mmscalable.check_dependency_versions()

@@ -18,18 +18,7 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
-# The Python of the environment: the active one's "python", or PYTHON.
-PYTHON=${PYTHON:-python}
-if ! "$PYTHON" -c 'import importlib.util as u, sys
-sys.exit(u.find_spec("torch") is None)' 2>/dev/null; then
-    echo "error: $0 starts torchrun with '$PYTHON'" \
-        "($(command -v "$PYTHON" || echo 'not found')), which has no torch." \
-        "Activate the environment first (source" \
-        "$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/activate;" \
-        "tools/setup_env.sh creates it) or name its Python:" \
-        "PYTHON=/path/to/python $0 ..." >&2
-    exit 1
-fi
+. "$(dirname "$0")/torchrun_python.sh"
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
