@@ -89,6 +89,13 @@ def grouped_depthwise(x: Tensor, convs: Sequence[nn.Conv2d],
         dim=1)
 
 
+def is_frozen_batch_norm(norm: nn.Module) -> bool:
+    """A BatchNorm that normalises with its running statistics: one that
+    :func:`fold_batch_norm` can fold into a linear map."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            and not norm.training and norm.running_mean is not None)
+
+
 def fold_batch_norm(norm: nn.modules.batchnorm._BatchNorm
                     ) -> Tuple[Tensor, Tensor]:
     """Scale and shift of a BatchNorm that uses its running statistics."""

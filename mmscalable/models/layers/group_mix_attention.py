@@ -40,7 +40,8 @@ from .attention_impl import check_impl
 from .conv_position_encoding import map_to_tokens
 from .fused_convs import (InferenceCache, depthwise_op_applies,
                           depthwise_op_pays, fold_batch_norm,
-                          grouped_depthwise, packed_depthwise)
+                          grouped_depthwise, is_frozen_batch_norm,
+                          packed_depthwise)
 
 
 class ConvRelativePositionEncoding(BaseModule):
@@ -286,9 +287,7 @@ class GroupMixAttention(BaseModule):
         seg = self.segment_dims
         num_groups = len(self.proxy_aggregators) + 1
         norms = self.segment_norms
-        frozen = all(
-            isinstance(n, nn.modules.batchnorm._BatchNorm) and not n.training
-            and n.running_mean is not None for n in norms)
+        frozen = all(is_frozen_batch_norm(n) for n in norms)
         depthwise = [a.depthwise_conv.conv for a in self.proxy_aggregators]
         tokens = qkv[..., :num_groups * seg]
         use_op = depthwise_op_applies(depthwise, qkv) and depthwise_op_pays(

@@ -39,13 +39,7 @@ from .chunked_refined_attention import (RefinementSpec,
                                         chunked_chained_attention,
                                         chunked_refiner_attention,
                                         rows_per_chunk)
-from .fused_convs import fold_batch_norm
-
-
-def _is_frozen_batch_norm(norm: nn.Module) -> bool:
-    """A BatchNorm that normalises with its running statistics."""
-    return (isinstance(norm, nn.modules.batchnorm._BatchNorm)
-            and not norm.training and norm.running_mean is not None)
+from .fused_convs import fold_batch_norm, is_frozen_batch_norm
 
 
 class AttentionMapRefinement(BaseModule):
@@ -249,7 +243,7 @@ class RefinedAttention(BaseModule):
             return False
         expand, depthwise, reduce = self.refinement.layers
         norms = (expand.norm, depthwise.norm, reduce.norm, self.refined_norm)
-        if not (all(_is_frozen_batch_norm(norm) for norm in norms)
+        if not (all(is_frozen_batch_norm(norm) for norm in norms)
                 and all(
                     isinstance(layer.activate, nn.ReLU6)
                     for layer in (expand, depthwise))
