@@ -7,7 +7,7 @@
 # seconds. pip keeps the mmcv wheel it built in its cache, so a fresh .venv re-uses it as long as
 # torch is the same exact build (pinned in requirements/).
 #
-# Compile jobs: MAX_JOBS from the environment, else one per core (nproc) as far as memory allows
+# Compile jobs: MAX_JOBS from the environment, else one per core as far as memory allows
 # (about 1.5 GB per job), at least one.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,19 +19,8 @@ PIP=("$PY" -m pip install --disable-pip-version-check -c "$ROOT/requirements/con
 log() { printf '[setup_env] %s\n' "$*"; }
 
 # One compile job per core, bounded by memory: a job compiling mmcv's ops takes up to ~1.5 GB.
-default_jobs() {
-  local jobs mem_kb
-  jobs="$(nproc 2>/dev/null || echo 1)"
-  mem_kb="$(awk '/^MemAvailable:/ {print $2; exit}' /proc/meminfo 2>/dev/null || true)"
-  if [ -z "$mem_kb" ]; then
-    mem_kb="$(awk '/^MemTotal:/ {print $2; exit}' /proc/meminfo 2>/dev/null || true)"
-  fi
-  if [ -n "$mem_kb" ] && [ $((mem_kb / 1572864)) -lt "$jobs" ]; then
-    jobs=$((mem_kb / 1572864))
-  fi
-  echo $((jobs < 1 ? 1 : jobs))
-}
-MAX_JOBS="${MAX_JOBS:-$(default_jobs)}"
+. "$ROOT/tools/jobs_by_memory.sh"
+MAX_JOBS="${MAX_JOBS:-$(jobs_by_memory 1572864)}"
 export MAX_JOBS
 
 # The first mmcv build took about 17 minutes with 2 jobs; it scales roughly with the job count.

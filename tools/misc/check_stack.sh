@@ -54,16 +54,9 @@ TORCH_VERSION="$(sed -n 's/^torch==//p' "$CONSTRAINTS")"
 
 log() { printf '[check_stack] %s\n' "$*"; }
 
-default_jobs() {
-  local jobs mem_kb
-  jobs="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
-  mem_kb="$(awk '/^MemAvailable:/ {print $2; exit}' /proc/meminfo 2>/dev/null || true)"
-  if [ -n "$mem_kb" ] && [ $((mem_kb / 1572864)) -lt "$jobs" ]; then
-    jobs=$((mem_kb / 1572864))
-  fi
-  echo $((jobs < 1 ? 1 : jobs))
-}
-MAX_JOBS="${MAX_JOBS:-$(default_jobs)}"
+# One compile job per core, bounded by memory (~1.5 GB a job).
+. "$ROOT/tools/jobs_by_memory.sh"
+MAX_JOBS="${MAX_JOBS:-$(jobs_by_memory 1572864)}"
 export MAX_JOBS
 
 # 1. The environment.
