@@ -22,7 +22,7 @@ import importlib.util
 import os.path as osp
 import re
 from functools import lru_cache
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 PACKAGE_ROOT = osp.dirname(osp.abspath(__file__))
 CONVERTER = osp.join('tools', 'model_converters', 'official2mmscalable.py')
@@ -63,8 +63,10 @@ def missing_weights_message(name: str,
 
     Args:
         name (str): The model's name in the hub.
-        family (str): Its family as the converter names it (its config
-            folder: ``scalablevit``, ``groupmixformer``, ``refiner``).
+        family (str): Its family's name in
+            :data:`mmscalable.models.families.FAMILIES`, which the
+            converter takes (``scalablevit``, ``groupmixformer``,
+            ``refiner``).
         official (dict): The entry's ``Converted From``: ``Code``, the
             official repository, and ``Weights``, the official checkpoint,
             where one is published.
@@ -112,54 +114,73 @@ def _weights_entry_class():
 
 
 def register_classification_models() -> List[str]:
-    """Add the image-classification entries of the model index to
-    mmpretrain's ``ModelHub`` (configs by absolute path); a name already
-    there is left as it is. Returns the names added (none without
-    mmpretrain or a model index)."""
+    """Add the image-classification entries of every family's metafile
+    (:data:`mmscalable.models.families.FAMILIES`) to mmpretrain's
+    ``ModelHub`` (configs by absolute path); a name already there is left
+    as it is. Returns the names added (none without mmpretrain or a model
+    index). A family registered later is added by calling it again."""
     path = model_index_path()
     if path is None or importlib.util.find_spec('mmpretrain') is None:
         return []
     from mmpretrain.apis.model import ModelHub
-    from modelindex.load_model_index import load
 
     # The configs name `mmscalable.<Type>`: the scope's registry must exist
     # for mmengine to import mmscalable.models when one is built.
     import mmscalable.registry  # noqa: F401
-    index = load(path)
-    index.build_models_with_collections()
-    classifiers = [
-        model for model in index.models
-        if 'Image Classification' in {r.task
-                                      for r in model.results or []}
-    ]
     root = osp.dirname(path)
+    entry_class = _weights_entry_class()
+    added = []
+    for family, classifiers in family_classifiers(root).items():
+        added += _add_to_hub(ModelHub, classifiers, family, root,
+                             entry_class)
+    return added
 
-    def family(model) -> str:
-        # The config folder, which the converter names the family by.
-        return osp.basename(osp.dirname(model.config))
+
+def family_classifiers(root: str) -> Dict[str, list]:
+    """{family: its image-classification entries} of the metafile in each
+    family's config folder (relative to ``root`` unless absolute)."""
+    from modelindex.load_model_index import load
+
+    from mmscalable.models.families import FAMILIES
+    classifiers = {}
+    for family in FAMILIES.values():
+        metafile = osp.join(root, family.configs, 'metafile.yml')
+        if not osp.isfile(metafile):
+            continue
+        index = load(metafile)
+        index.build_models_with_collections()
+        classifiers[family.name] = [
+            model for model in index.models
+            if 'Image Classification' in {r.task
+                                          for r in model.results or []}
+        ]
+    return classifiers
+
+
+def _add_to_hub(hub, classifiers: list, family: str, root: str,
+                entry_class: type) -> List[str]:
+    """Add ``family``'s ``classifiers`` that ``hub`` lacks; their names."""
 
     def official(model) -> dict:
         return model.data.get('Converted From') or {}
 
-    entry_class = _weights_entry_class()
     added = []
     for model in classifiers:
         name = model.name.lower()
-        if ModelHub.has(name):
+        if hub.has(name):
             continue
         if model.weights is None:
             released = [
                 other.name for other in classifiers
-                if family(other) == family(model)
-                and official(other).get('Weights')
+                if official(other).get('Weights')
             ]
-            message = missing_weights_message(
-                name, family(model), official(model),
-                osp.join(root, CONVERTER), released)
+            message = missing_weights_message(name, family, official(model),
+                                              osp.join(root, CONVERTER),
+                                              released)
             model = entry_class.from_dict(
                 dict(model.data), _filepath=model.filepath)
             model.missing_weights = message
         model.config = osp.join(root, model.config)
-        ModelHub._models_dict[name] = model
+        hub._models_dict[name] = model
         added.append(name)
     return added

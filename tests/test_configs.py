@@ -10,12 +10,43 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmscalable  # noqa: F401  (registers the mmscalable:: config prefix)
+from mmscalable.models.families import FAMILIES
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(
-    osp.relpath(p, ROOT) for p in glob.glob(
-        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
-    if '_base_' not in p)
+
+
+def _configs():
+    """Every config of configs/ and of each family's config folder."""
+    patterns = [osp.join(ROOT, 'configs', '**', '*.py')] + [
+        osp.join(ROOT, family.configs, '*.py')
+        for family in FAMILIES.values()
+    ]
+    paths = {
+        osp.relpath(path, ROOT)
+        for pattern in patterns for path in glob.glob(pattern, recursive=True)
+    }
+    return sorted(p for p in paths if '_base_' not in p)
+
+
+CONFIGS = _configs()
+
+
+def family_of_config(config):
+    """The family whose config folder holds ``config``; None for another
+    (the demo configs)."""
+    folder = osp.dirname(osp.join(ROOT, config))
+    return next((family for family in FAMILIES.values() if osp.samefile(
+        folder, osp.join(ROOT, family.configs))), None)
+
+
+def first_stage_channels(family):
+    """{variant: channels of the first stage} of ``family``'s arch zoo."""
+    zoo = family.backbone_class.arch_zoo
+    channels = {}
+    for arch in family.archs:
+        dims = zoo[arch]['embed_dims']
+        channels[arch] = dims if isinstance(dims, int) else dims[0]
+    return channels
 
 
 def build_model(cfg):
@@ -32,11 +63,11 @@ def build_model(cfg):
     return MODELS.build(cfg.model)
 
 
-FAMILIES = {
-    # folder: (backbone class, {variant: first-stage channels})
-    'scalablevit': ('ScalableViT', dict(s=64, b=96, l=128)),
-    'groupmixformer': ('GroupMixFormer', dict(m=40, t=80, s=80, b=200, l=240)),
-    'refiner': ('RefinerViT', dict(s=384, m=420, l=512)),
+# The papers' variants and their first-stage channels.
+PAPER_VARIANTS = {
+    'scalablevit': dict(s=64, b=96, l=128),
+    'groupmixformer': dict(m=40, t=80, s=80, b=200, l=240),
+    'refiner': dict(s=384, m=420, l=512),
 }
 # Dense configs of each family (Refiner: Mask R-CNN 1x and UperNet only;
 # the paper published no dense recipe at all).
@@ -51,17 +82,29 @@ DENSE_PATTERNS = dict(
 DENSE_PATTERNS['groupmixformer'] = DENSE_PATTERNS['scalablevit']
 
 
-@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_the_papers_variants_are_the_arch_zoos():
+    for name, variants in PAPER_VARIANTS.items():
+        assert first_stage_channels(FAMILIES[name]) == variants
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
 def test_there_are_configs_for_every_task_and_variant(family):
-    names = {osp.basename(p) for p in CONFIGS}
-    variants = FAMILIES[family][1]
-    prefix = 'refiner-vit' if family == 'refiner' else family
-    for v in variants:
-        assert f'{prefix}-{v}_8xb128_in1k.py' in names
+    spec = FAMILIES[family]
+    names = {
+        osp.basename(p)
+        for p in CONFIGS if family_of_config(p) is spec
+    }
+    prefix = spec.model_prefix
+    for v in spec.archs:
+        assert any(
+            name.startswith(f'{prefix}-{v}_') and '_in1k' in name
+            for name in names), f'no classification config of {prefix}-{v}'
+        if family in PAPER_VARIANTS:
+            assert f'{prefix}-{v}_8xb128_in1k.py' in names
         # GroupMixFormer-M is a classification model only.
         if family == 'groupmixformer' and v == 'm':
             continue
-        for pattern in DENSE_PATTERNS[family]:
+        for pattern in DENSE_PATTERNS.get(family, ()):
             assert pattern.format(prefix, v) in names
     if family == 'scalablevit':
         # The official README reports RetinaNet 3x for S and B.
@@ -71,7 +114,7 @@ def test_there_are_configs_for_every_task_and_variant(family):
         assert 'groupmixformer-l_8xb128_in1k-384px.py' in names
     if family == 'refiner':
         assert 'refiner-vit-l_8xb64_in1k-448px.py' in names
-        for v in variants:
+        for v in spec.archs:
             assert f'refiner-vit-{v}_8xb32_in1k-384px.py' in names
 
 
@@ -82,24 +125,33 @@ def test_config_builds_its_model(config):
         imports=['mmscalable.models'], allow_failed_imports=False)
     model = build_model(cfg)
     backbone = model.backbone
-    family = osp.basename(osp.dirname(config))
-    if family == 'demo':
+    family = family_of_config(config)
+    if family is None:
         assert type(backbone).__name__ in {
-            name
-            for name, _ in FAMILIES.values()
+            f.backbone
+            for f in FAMILIES.values()
         }
         return
-    class_name, variants = FAMILIES[family]
-    assert type(backbone).__name__ == class_name
-    prefix = 'refiner-vit' if family == 'refiner' else family
-    arch = osp.basename(config).split(f'{prefix}-')[1][0]
+    assert type(backbone).__name__ == family.backbone
+    arch = osp.basename(config).split(f'{family.model_prefix}-')[1][0]
     dims = backbone.embed_dims
-    assert (dims if isinstance(dims, int) else dims[0]) == variants[arch]
+    assert (dims if isinstance(dims, int) else
+            dims[0]) == first_stage_channels(family)[arch]
     # The metafile's parameters are those of the model the config builds
     # (the paper's figure is a note beside it).
     params = METAFILE_PARAMETERS.get(config)
     if params is not None:
         assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.parametrize(
+    'config', [c for c in CONFIGS if c.startswith('configs/demo/')])
+def test_demo_configs_use_their_familys_demo_arch(config):
+    from mmscalable.models.families import family_of_backbone
+    backbone = Config.fromfile(osp.join(ROOT, config)).model.backbone
+    family = family_of_backbone(backbone.type)
+    assert family is not None and family.demo_arch is not None, config
+    assert backbone.arch == family.demo_arch
 
 
 def _metafile_parameters():
@@ -127,7 +179,7 @@ def test_refiner_dense_recipes(config):
     mmseg ViT UperNet recipe or ViTDet's simple feature pyramid."""
     cfg = Config.fromfile(osp.join(ROOT, config))
     arch = osp.basename(config).split('refiner-vit-')[1][0]
-    dims = FAMILIES['refiner'][1][arch]
+    dims = PAPER_VARIANTS['refiner'][arch]
     depth = dict(s=16, m=32, l=32)[arch]
     backbone = cfg.model.backbone
     assert backbone.type == 'mmscalable.RefinerViT'

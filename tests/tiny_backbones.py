@@ -1,34 +1,42 @@
 """A small model of each family, built fresh by each call (keyword
 arguments override the defaults here), and what the contract tests in
 ``test_models/test_backbone_contract.py`` expect of it."""
-from functools import partial
-from typing import Callable, List, NamedTuple, Optional, Tuple
+import copy
+from typing import (Callable, Iterator, List, Mapping, NamedTuple, Optional,
+                    Tuple)
 
-from mmscalable.models import GroupMixFormer, RefinerViT, ScalableViT
+from mmscalable.models.families import FAMILIES
 
-SCALABLEVIT_ARCH = dict(
-    embed_dims=[16, 32, 48, 64],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 3, 4],
-    channel_ratios=[1.25, 1, 1, 1])
+# What the tests pass besides a family's tiny arch.
+TINY_KWARGS = {'refiner': dict(out_type='featmap', out_indices=(1, 3))}
 
-BACKBONES = {
-    'scalablevit':
-    partial(ScalableViT, arch=SCALABLEVIT_ARCH),
-    'groupmixformer':
-    partial(
-        GroupMixFormer,
-        arch=dict(
-            embed_dims=[40, 40, 80, 80],
-            depths=[1, 1, 1, 1],
-            mlp_ratios=[2] * 4)),
-    'refiner':
-    partial(
-        RefinerViT,
-        arch=dict(embed_dims=48, depth=4, num_heads=4),
-        out_type='featmap',
-        out_indices=(1, 3)),
-}
+
+def tiny_backbone(family: str, **kwargs):
+    """The tiny model of ``family`` (its ``tiny_arch``); keyword arguments
+    override the defaults."""
+    spec = FAMILIES[family]
+    kwargs = {**TINY_KWARGS.get(family, {}), **kwargs}
+    kwargs.setdefault('arch', copy.deepcopy(spec.tiny_arch))
+    return spec.backbone_class(**kwargs)
+
+
+class _TinyBackbones(Mapping):
+    """A factory of the tiny model of every family in the table, families
+    registered later included."""
+
+    def __getitem__(self, family: str) -> Callable:
+        if family not in FAMILIES:
+            raise KeyError(family)
+        return lambda **kwargs: tiny_backbone(family, **kwargs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(FAMILIES))
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
+
+
+BACKBONES = _TinyBackbones()
 
 
 def _ceil_div(size: int, stride: int) -> int:
@@ -76,13 +84,13 @@ class Contract(NamedTuple):
     has_batch_norm: bool = True
 
 
+# Every family of the table states its contract here (a family registered
+# from outside adds its own).
 CONTRACTS = {
     'scalablevit':
     Contract(
         min_size=32,
         out_shapes=lambda h, w: _pyramid_shapes(h, w, [16, 32, 48, 64], 4),
-        # Two blocks in the first stage: IWSA, then SSA.
-        kwargs=dict(arch=dict(SCALABLEVIT_ARCH, depths=[2, 1, 1, 1])),
         frozen=lambda i: [f'stages.{i}', f'norm{i}'],
         num_stages=4,
         has_batch_norm=False),

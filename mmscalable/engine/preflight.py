@@ -175,10 +175,8 @@ def check_pretrained(cfg: Config) -> None:
     path = init_cfg.get('checkpoint')
     if not isinstance(path, str) or '://' in path or osp.isfile(path):
         return
-    from mmscalable.models.checkpoint import FAMILIES
-    backbone_type = str(backbone.get('type', '')).split('.')[-1]
-    family = next(
-        (f for f in FAMILIES.values() if f.backbone == backbone_type), None)
+    from mmscalable.models.families import family_of_backbone
+    family = family_of_backbone(str(backbone.get('type', '')))
     how = ''
     if family is not None:
         how = (

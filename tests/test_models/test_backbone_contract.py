@@ -81,7 +81,10 @@ def _toy_shapes(h, w):
 
 
 # Each case: a factory taking keyword arguments, and its contract.
-CASES = {name: (BACKBONES[name], CONTRACTS[name]) for name in BACKBONES}
+CASES = {
+    name: (BACKBONES[name], CONTRACTS[name])
+    for name in BACKBONES if name in CONTRACTS
+}
 CASES['toy'] = (ToyNet,
                 Contract(
                     min_size=8,
@@ -89,6 +92,12 @@ CASES['toy'] = (ToyNet,
                     frozen=lambda i: [f'stages.{i}'],
                     num_stages=3))
 FREEZABLE = [name for name, case in CASES.items() if case[1].frozen]
+
+
+def test_every_family_states_its_contract():
+    missing = [name for name in BACKBONES if name not in CONTRACTS]
+    assert not missing, (f'families without a Contract in '
+                         f'tests/tiny_backbones.py: {missing}')
 
 
 def build(name, **kwargs):
@@ -262,3 +271,42 @@ def test_strict_checkpoint_round_trip(name, tmp_path):
             outs = model(x)
         for out, ref in zip(outs, expected, strict=True):
             torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def _pretrained(name, path, **init_cfg):
+    return build(
+        name,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path), **init_cfg))
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_bad_checkpoints_are_refused_by_name(name, tmp_path):
+    """A corrupt file, another model's weights, a prefix the checkpoint
+    lacks and tensors of other shapes each get an error naming them."""
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(Exception, match='corrupt.pth'):
+        _pretrained(name, corrupt).init_weights()
+
+    resnet = tmp_path / 'resnet.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.ones(64, 3, 7, 7)}},
+               resnet)
+    with pytest.raises(ValueError, match='not a checkpoint of this'):
+        _pretrained(name, resnet).init_weights()
+
+    plain = tmp_path / 'plain.pth'
+    state = build(name).state_dict()
+    torch.save({'state_dict': state}, plain)
+    with pytest.raises(ValueError, match="prefix 'backbone.'"):
+        _pretrained(name, plain, prefix='backbone.').init_weights()
+
+    # Every tensor of the checkpoint one element wider.
+    wider = {
+        key: torch.zeros(*value.shape[:-1], value.shape[-1] + 1)
+        for key, value in state.items() if value.dim()
+    }
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': wider}, other)
+    key = next(iter(wider))
+    with pytest.raises(ValueError, match=f'shape mismatch.*{key}'):
+        _pretrained(name, other).init_weights()

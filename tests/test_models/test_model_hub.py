@@ -11,6 +11,7 @@ import mmscalable  # noqa: F401  (registers the models with the hub)
 from mmscalable.model_hub import (NoPublishedWeightsError,
                                   converted_checkpoint_path, model_index_path,
                                   register_classification_models)
+from mmscalable.models.families import FAMILIES
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -21,8 +22,8 @@ def test_list_models_names_every_classification_config():
         for p in glob.glob(osp.join(ROOT, 'configs', '*', '*_in1k*.py'))
     }
     listed = set()
-    for family in ('scalablevit', 'groupmixformer', 'refiner'):
-        listed |= set(mmpretrain.list_models(f'*{family}*'))
+    for family in FAMILIES.values():
+        listed |= set(mmpretrain.list_models(family.hub_pattern))
     assert listed == configs
     # Detection and segmentation entries stay out: the hub builds
     # mmpretrain models.
@@ -43,6 +44,34 @@ def test_get_model_by_name_with_pretrained_weights(tmp_path):
     loaded = mmpretrain.get_model(name, pretrained=path)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_the_model_index_imports_every_familys_metafile():
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        metafiles = yaml.safe_load(f)['Import']
+    assert metafiles == [
+        f'{family.configs}/metafile.yml' for family in FAMILIES.values()
+        if not osp.isabs(family.configs)
+    ]
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_the_hub_lists_the_classifiers_of_each_family(family):
+    spec = FAMILIES[family]
+    # A family registered after mmscalable was imported is added now.
+    register_classification_models()
+    configs = {
+        osp.basename(p)[:-3]
+        for p in glob.glob(osp.join(ROOT, spec.configs, '*_in1k*.py'))
+    }
+    assert configs
+    assert set(mmpretrain.list_models(spec.hub_pattern)) == configs
+    name = sorted(configs)[0]
+    model = mmpretrain.get_model(name)
+    assert type(model.backbone).__name__ == spec.backbone
+    with pytest.raises(NoPublishedWeightsError, match=name):
+        mmpretrain.get_model(name, pretrained=True)
 
 
 def _classification_entries():
@@ -68,7 +97,6 @@ NO_OFFICIAL_CHECKPOINT = {
 
 
 def test_classification_entries_link_the_official_checkpoints():
-    from mmscalable.models.checkpoint import FAMILIES
     entries = list(_classification_entries())
     assert len(entries) == len(mmpretrain.list_models('*scalablevit*') +
                                mmpretrain.list_models('*groupmixformer*') +

@@ -5,9 +5,12 @@ import sys
 
 import pytest
 import torch
+from official_checks import tiny_official_weights
 
 from mmscalable.models import GroupMixFormer, RefinerViT, ScalableViT
-from mmscalable.models.checkpoint import FAMILIES, canonical_archs, get_family
+from mmscalable.models.checkpoint import canonical_archs
+from mmscalable.models.families import (FAMILIES, BackboneFamily, get_family,
+                                        registered_family)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONVERTERS = osp.join(ROOT, 'tools/model_converters')
@@ -38,9 +41,10 @@ def _run(script, *args):
 
 
 def test_family_table():
-    assert list(FAMILIES) == ['scalablevit', 'groupmixformer', 'refiner']
-    assert [FAMILIES[f].backbone_class for f in FAMILIES
-            ] == [ScalableViT, GroupMixFormer, RefinerViT]
+    builtin = ['scalablevit', 'groupmixformer', 'refiner']
+    assert list(FAMILIES)[:3] == builtin
+    assert [FAMILIES[f].backbone_class
+            for f in builtin] == [ScalableViT, GroupMixFormer, RefinerViT]
     assert FAMILIES['groupmixformer'].archs == ['m', 't', 's', 'b', 'l']
     assert FAMILIES['refiner'].model_names == [
         'refiner-vit-s', 'refiner-vit-m', 'refiner-vit-l'
@@ -50,6 +54,39 @@ def test_family_table():
                             'b': {'x': 2}}) == ['a', 'b']
     with pytest.raises(KeyError, match="unknown backbone family 'swin'"):
         get_family('swin')
+    # A second family of a name is refused; one registered for a while
+    # leaves no trace.
+    copy = BackboneFamily(**{
+        **vars(FAMILIES['refiner']), 'name': 'refiner-copy'
+    })
+    with registered_family(copy):
+        assert get_family('refiner-copy') is copy
+        with pytest.raises(KeyError, match="'refiner-copy' exists"):
+            with registered_family(copy):
+                pass
+    assert 'refiner-copy' not in FAMILIES
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_official_weights_of_every_family_convert_back(
+        family, tmp_path, capsys):
+    """The tiny model's weights under their official names convert, with
+    the one command line, to the same classifier weights."""
+    from tools.model_converters.official2mmscalable import main
+    spec = FAMILIES[family]
+    mmcls, official = tiny_official_weights(family)
+    assert spec.is_official(official)
+    assert not spec.is_official(mmcls)
+    src, dst = str(tmp_path / 'official.pth'), str(tmp_path / 'out.pth')
+    torch.save({'model': official}, src)
+    main([family, src, dst])
+    assert capsys.readouterr().out.startswith(
+        f'Converted {len(official)} tensors')
+    converted = torch.load(dst, weights_only=True)
+    assert converted['meta']['converter'] == spec.converter
+    assert converted['state_dict'].keys() == mmcls.keys()
+    for key, value in mmcls.items():
+        assert torch.equal(converted['state_dict'][key], value), key
 
 
 @pytest.mark.parametrize('family', list(OFFICIAL_KEYS))
@@ -138,3 +175,19 @@ def test_command_line(tmp_path):
                   str(tmp_path / 'c.pth'))
     assert result.returncode == 1
     assert 'is not an official GroupMixFormer checkpoint' in result.stderr
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_every_family_refuses_the_official_checkpoints_of_the_others(
+        family, tmp_path):
+    for other in FAMILIES.values():
+        if other.name == family:
+            continue
+        official = tiny_official_weights(other.name)[1]
+        src = str(tmp_path / f'{other.name}.pth')
+        torch.save({'model': official}, src)
+        with pytest.raises(
+                ValueError,
+                match=f'not an official {FAMILIES[family].title} checkpoint'):
+            FAMILIES[family].convert(src, str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()

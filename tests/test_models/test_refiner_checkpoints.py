@@ -4,14 +4,15 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import Config
+from official_checks import (assert_converted_logits,
+                             assert_key_rules_round_trip, randomise_)
+from official_checks import tiny_classifier_cfg as tiny_classifier_cfg_of
 from reference.official_refiner import OfficialRefinerViT
 
 from mmscalable.models import RefinerViT
-from mmscalable.models.checkpoint import (refiner_mmcls_to_official,
-                                          refiner_official_to_mmcls)
+from mmscalable.models.families import FAMILIES
 
-TINY = dict(embed_dims=48, depth=4, num_heads=4)
+TINY = dict(FAMILIES['refiner'].tiny_arch)
 SIZE = 64  # a 4 x 4 grid of patches
 CLS_CONFIG = 'configs/refiner/refiner-vit-s_8xb128_in1k.py'
 
@@ -20,17 +21,7 @@ def randomised_official(seed, img_size=SIZE, **arch):
     torch.manual_seed(seed)
     official = OfficialRefinerViT(
         **dict(TINY, **arch), img_size=img_size, num_classes=10).eval()
-    # Random norms, biases, layer scales and BN statistics so that a swapped
-    # tensor shows in the outputs.
-    with torch.no_grad():
-        for p in official.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        for name, buf in official.named_buffers():
-            if name.endswith('running_mean'):
-                buf.copy_(torch.randn_like(buf) * 0.1)
-            elif name.endswith('running_var'):
-                buf.copy_(torch.rand_like(buf) + 0.5)
-    return official
+    return randomise_(official, seed)
 
 
 def save_official(path, **containers):
@@ -64,13 +55,9 @@ def converted_checkpoint(official_checkpoint, tmp_path_factory):
 
 
 def tiny_classifier_cfg():
-    cfg = Config.fromfile(CLS_CONFIG)
-    cfg.model.backbone.arch = dict(TINY)
+    cfg = tiny_classifier_cfg_of(
+        CLS_CONFIG, TINY, TINY['embed_dims'], img_size=SIZE)
     cfg.model.cos_reg_blocks = 3  # of the 4 blocks
-    cfg.model.backbone.img_size = SIZE
-    cfg.model.backbone.drop_path_rate = 0.
-    cfg.model.head.in_channels = TINY['embed_dims']
-    cfg.model.head.num_classes = 10
     return cfg
 
 
@@ -87,39 +74,21 @@ def pretrained(checkpoint, prefix=None, img_size=SIZE, ema=None, **kwargs):
 
 
 def test_key_rules_round_trip(official_checkpoint):
-    from mmpretrain.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    # Another test may have left another library's scope current.
-    init_default_scope('mmpretrain')
-    official = official_checkpoint[0]
-    state = official.state_dict()
-    converted = refiner_official_to_mmcls(state)
-    assert list(refiner_mmcls_to_official(converted)) == list(state)
-    model_state = MODELS.build(tiny_classifier_cfg().model).state_dict()
-    assert {
-        k: v.shape
-        for k, v in converted.items()
-    } == {
-        k: v.shape
-        for k, v in model_state.items()
-    }
+    assert_key_rules_round_trip('refiner',
+                                official_checkpoint[0].state_dict(),
+                                tiny_classifier_cfg())
 
 
 @pytest.mark.parametrize('size', [(SIZE, SIZE), (96, 80)])
 def test_converted_checkpoint_gives_official_logits(official_checkpoint,
                                                     converted_checkpoint,
                                                     size):
-    from mmpretrain import get_model
-    official = official_checkpoint[0]
-    model = get_model(
-        tiny_classifier_cfg(), pretrained=converted_checkpoint[1])
-    model.eval()
-    x = torch.randn(2, 3, *size)
-    with torch.no_grad():
-        expected = official(x)
-        logits = model(x, mode='tensor')
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert_converted_logits(
+        official_checkpoint[0],
+        converted_checkpoint[1],
+        tiny_classifier_cfg(),
+        torch.randn(2, 3, *size),
+        atol=1e-5)
 
 
 def test_backbone_loads_official_checkpoint(official_checkpoint):
@@ -256,14 +225,6 @@ def test_ema_weights_selection(official_checkpoint, tmp_path, capsys):
     with pytest.raises(
             ValueError, match=r'has no EMA weights .*its keys: .*state_dict'):
         convert(no_ema, str(tmp_path / 'out.pth'), ema=True)
-
-
-def test_converter_refuses_other_checkpoints(tmp_path):
-    from tools.model_converters.refiner2mmscalable import convert
-    path = tmp_path / 'groupmixformer.pth'
-    torch.save({'model': {'conv_stem.proj1.weight': torch.ones(1)}}, path)
-    with pytest.raises(ValueError, match='not an official Refiner-ViT'):
-        convert(str(path), str(tmp_path / 'out.pth'))
 
 
 def test_checkpoint_with_mismatched_shapes_is_refused(tmp_path):

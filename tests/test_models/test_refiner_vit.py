@@ -7,8 +7,9 @@ from mmpretrain.structures import DataSample
 from mmscalable.models import RefinerViT
 from mmscalable.models.checkpoint import (refiner_mmcls_to_official,
                                           refiner_official_to_mmcls)
+from mmscalable.models.families import FAMILIES
 
-TINY = dict(embed_dims=48, depth=4, num_heads=4)
+TINY = dict(FAMILIES['refiner'].tiny_arch)
 CLS_CONFIG = 'configs/refiner/refiner-vit-s_8xb128_in1k.py'
 
 

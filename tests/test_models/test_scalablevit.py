@@ -6,11 +6,12 @@ from mmscalable.models import (InteractiveWindowAttention,
                                ScalableSelfAttention, ScalableViT)
 from mmscalable.models.checkpoint import (scalablevit_mmcls_to_official,
                                           scalablevit_official_to_mmcls)
+from mmscalable.models.families import FAMILIES
 
+# Deeper stages and a channel ratio below one.
 TINY = dict(
-    embed_dims=[16, 32, 48, 64],
+    FAMILIES['scalablevit'].tiny_arch,
     depths=[2, 2, 3, 2],
-    num_heads=[1, 2, 3, 4],
     channel_ratios=[1.25, 0.5, 1, 1])
 
 

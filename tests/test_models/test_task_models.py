@@ -1,5 +1,6 @@
 """The backbone inside mmdet, mmseg and mmpretrain models: loss and predict."""
 import copy
+import glob
 import os.path as osp
 
 import pytest
@@ -7,19 +8,21 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from mmscalable.models.families import FAMILIES
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY = dict(
-    embed_dims=[16, 32, 48, 64],
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 3, 4],
-    channel_ratios=[1, 1, 1, 1])
-GMF_TINY = dict(
-    embed_dims=[40, 40, 80, 80], depths=[1, 1, 1, 1], mlp_ratios=[2] * 4)
-REFINER_TINY = dict(embed_dims=32, depth=8, num_heads=4)
+# Eight blocks, for stride-16 outputs of refiner blocks at indices 1 to 7.
+REFINER_TINY = dict(
+    FAMILIES['refiner'].tiny_arch, embed_dims=32, depth=8, num_heads=4)
 # The attention maps of the tiny Refiner in chunks of a few query rows (5 to
 # 9 chunks with their halos on the inputs below), as at dense-prediction
 # sizes; smaller chunks only make the tests slower.
 REFINER_CHUNK_BYTES = 400_000
+# The families with detection and segmentation configs.
+DENSE_FAMILIES = [
+    name for name, family in FAMILIES.items() if glob.glob(
+        osp.join(ROOT, family.configs, 'mask-rcnn_*.py'))
+]
 
 
 def refiner_dense_config(name, **backbone):
@@ -60,7 +63,7 @@ def mask_rcnn_config(family):
     cfg = Config.fromfile(
         osp.join(ROOT,
                  f'configs/demo/mask-rcnn_{family}-tiny_fpn_demo-coco.py'))
-    arch = TINY if family == 'scalablevit' else GMF_TINY
+    arch = FAMILIES[family].tiny_arch
     cfg.model.backbone.arch = copy.deepcopy(arch)
     cfg.model.neck.in_channels = arch['embed_dims']
     return cfg
@@ -81,7 +84,7 @@ def upernet_config(family):
         return cfg
     cfg = Config.fromfile(
         osp.join(ROOT, f'configs/demo/upernet_{family}-tiny_demo-ade.py'))
-    arch = TINY if family == 'scalablevit' else GMF_TINY
+    arch = FAMILIES[family].tiny_arch
     cfg.model.backbone.arch = copy.deepcopy(arch)
     cfg.model.decode_head.in_channels = arch['embed_dims']
     cfg.model.auxiliary_head.in_channels = arch['embed_dims'][2]
@@ -123,25 +126,21 @@ def test_attention_modules_build_from_every_task_registry():
         gma = registry.build(
             dict(type='mmscalable.GroupMixAttention', embed_dims=40))
         assert gma(torch.randn(1, 64, 40), (8, 8)).shape == (1, 64, 40)
-        backbone = registry.build(
-            dict(type='mmscalable.ScalableViT', arch=TINY))
-        assert type(backbone).__name__ == 'ScalableViT'
-        backbone = registry.build(
-            dict(type='mmscalable.GroupMixFormer', arch=GMF_TINY))
-        assert type(backbone).__name__ == 'GroupMixFormer'
         refined = registry.build(
             dict(
                 type='mmscalable.RefinedAttention', embed_dims=32,
                 num_heads=4))
         out, attn = refined(torch.randn(1, 10, 32))
         assert out.shape == (1, 10, 32) and attn.shape == (1, 4, 10, 10)
-        backbone = registry.build(
-            dict(type='mmscalable.RefinerViT', arch=REFINER_TINY))
-        assert type(backbone).__name__ == 'RefinerViT'
+        for family in FAMILIES.values():
+            backbone = registry.build(
+                dict(
+                    type=f'mmscalable.{family.backbone}',
+                    arch=copy.deepcopy(family.tiny_arch)))
+            assert type(backbone).__name__ == family.backbone
 
 
-@pytest.mark.parametrize('family',
-                         ['scalablevit', 'groupmixformer', 'refiner'])
+@pytest.mark.parametrize('family', DENSE_FAMILIES)
 def test_mask_rcnn_loss_and_predict(family):
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
@@ -179,8 +178,7 @@ def test_mask_rcnn_loss_and_predict(family):
     assert 'masks' in results[0].pred_instances
 
 
-@pytest.mark.parametrize('family',
-                         ['scalablevit', 'groupmixformer', 'refiner'])
+@pytest.mark.parametrize('family', DENSE_FAMILIES)
 def test_upernet_loss_and_predict(family):
     from mmengine.structures import PixelData
     from mmseg.registry import MODELS
@@ -227,11 +225,10 @@ def test_classifier_loss_and_predict(family):
     cfg = Config.fromfile(
         osp.join(ROOT, f'configs/{family}/{family}-s_8xb128_in1k.py'))
     init_default_scope('mmpretrain')
+    cfg.model.backbone.arch = copy.deepcopy(FAMILIES[family].tiny_arch)
     if family == 'scalablevit':
-        cfg.model.backbone.arch = copy.deepcopy(TINY)
         cfg.model.head.hidden_dims = 32
     else:
-        cfg.model.backbone.arch = copy.deepcopy(GMF_TINY)
         # SyncBN needs a process group; one process uses BN (same keys).
         cfg.model.backbone.norm_cfg = dict(type='BN')
     cfg.model.head.in_channels = cfg.model.backbone.arch['embed_dims'][-1]

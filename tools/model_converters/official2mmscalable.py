@@ -3,7 +3,7 @@
 
 ``python tools/model_converters/official2mmscalable.py FAMILY SRC DST
 [--ema | --no-ema]``; ``--help`` says what the output is for and lists the families of
-:data:`mmscalable.models.checkpoint.FAMILIES`. The per-family scripts
+:data:`mmscalable.models.families.FAMILIES`. The per-family scripts
 (``scalablevit2mmscalable.py SRC DST``, ...) call :func:`main` with their
 family.
 """
@@ -17,7 +17,7 @@ import env_check  # noqa: E402,F401  (first: names a missing package)
 import torch  # noqa: E402
 
 from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
-from mmscalable.models.checkpoint import FAMILIES, get_family  # noqa: E402
+from mmscalable.models.families import FAMILIES, get_family  # noqa: E402
 
 DESCRIPTION = """\
 Convert an official checkpoint to an mmpretrain classifier checkpoint.

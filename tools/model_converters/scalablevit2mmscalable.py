@@ -13,7 +13,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from official2mmscalable import main as _main  # noqa: E402
 
 from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
-from mmscalable.models.checkpoint import FAMILIES  # noqa: E402
+from mmscalable.models.families import FAMILIES  # noqa: E402
 
 convert = FAMILIES['scalablevit'].convert
 

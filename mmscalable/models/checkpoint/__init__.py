@@ -1,6 +1,7 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""Official checkpoints: key conversion, file conversion, pretrained
-loading, and the table of backbone families (:data:`FAMILIES`)."""
+"""Official checkpoints: key conversion, file conversion and pretrained
+loading (each family's entry in :mod:`mmscalable.models.families` names
+its own)."""
 from .key_rules import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
                         SCALABLEVIT_KEY_RULES, convert_keys,
                         groupmixformer_mmcls_to_official,
@@ -10,8 +11,7 @@ from .key_rules import (GROUPMIXFORMER_KEY_RULES, REFINER_KEY_RULES,
                         refiner_official_to_mmcls,
                         scalablevit_mmcls_to_official,
                         scalablevit_official_to_mmcls)
-from .official import (FAMILIES, BackboneFamily, canonical_archs,
-                       convert_official_checkpoint, get_family)
+from .official import canonical_archs, convert_official_checkpoint
 from .pretrained import (load_pretrained_backbone, unwrap_state_dict,
                          weights_container)
 
@@ -23,6 +23,6 @@ __all__ = [
     'is_official_groupmixformer', 'is_official_scalablevit',
     'scalablevit_mmcls_to_official', 'scalablevit_official_to_mmcls',
     'convert_official_checkpoint', 'load_pretrained_backbone',
-    'FAMILIES', 'BackboneFamily', 'canonical_archs', 'get_family',
+    'canonical_archs',
     'unwrap_state_dict', 'weights_container'
 ]

@@ -1,13 +1,10 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""The backbone families and the conversion of their official checkpoints.
+"""The conversion of an official checkpoint file, whatever its family.
 
-:data:`FAMILIES` is the one table that names each family's backbone class,
-its model names and how its official checkpoints convert. The benchmark
-takes its model list from it (one model per distinct variant of the class's
-``arch_zoo``), and ``tools/model_converters/official2mmscalable.py`` its
-families and options.
+Each family's key rules and checkpoint page are in
+:data:`mmscalable.models.families.FAMILIES`, whose entries call
+:func:`convert_official_checkpoint`.
 """
-import dataclasses
 import os
 import os.path as osp
 import pickle
@@ -17,10 +14,6 @@ import torch
 from torch import Tensor
 
 from mmscalable.compat import safe_torch_load
-from .key_rules import (groupmixformer_official_to_mmcls,
-                        is_official_groupmixformer, is_official_refiner,
-                        is_official_scalablevit, refiner_official_to_mmcls,
-                        scalablevit_official_to_mmcls)
 from .pretrained import EMA_CONTAINERS, weights_container
 
 
@@ -109,147 +102,3 @@ def canonical_archs(arch_zoo: Mapping[str, dict]) -> List[str]:
             names.append(name)
             seen.append(settings)
     return names
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneFamily:
-    """A backbone family: its class, model names and official checkpoints.
-
-    Args:
-        name (str): The family's name on the command line and its config
-            folder (``configs/<name>/``).
-        title (str): The name in messages (``'ScalableViT'``).
-        backbone (str): The class's name in the ``mmscalable`` MODELS
-            registry.
-        model_prefix (str): Models are named ``<model_prefix>-<arch>``, as
-            in the config file names (``refiner-vit-s``).
-        repository (str): The official repository (``owner/name``).
-        is_official (Callable): Tells official weights from others.
-        official_to_mmcls (Callable): Renames official keys to the keys of
-            an mmpretrain classifier (``backbone.*``, ``head.*``).
-        marker (str): The key pattern official checkpoints have (named in
-            the error for another checkpoint).
-        ema_key (str, optional): Where the official checkpoints keep their
-            EMA weights; None when they carry none. Defaults to None.
-        checkpoints_folder (str): The repository folder whose README links
-            the checkpoints; '' for the top README. Defaults to ''.
-    """
-    name: str
-    title: str
-    backbone: str
-    model_prefix: str
-    repository: str
-    is_official: Callable[[Mapping[str, Tensor]], bool]
-    official_to_mmcls: Callable[[Mapping[str, Tensor]], Dict[str, Tensor]]
-    marker: str
-    ema_key: Optional[str] = None
-    checkpoints_folder: str = ''
-
-    @property
-    def converter(self) -> str:
-        """The converter's name recorded in converted checkpoints."""
-        return f'{self.name}2mmscalable'
-
-    @property
-    def backbone_class(self) -> type:
-        """The registered backbone class."""
-        import mmscalable.models  # noqa: F401  (registers the backbones)
-        from mmscalable.registry import MODELS
-        cls = MODELS.get(self.backbone)
-        if cls is None:
-            raise KeyError(f'{self.backbone} is not registered in the '
-                           'mmscalable MODELS registry')
-        return cls
-
-    @property
-    def archs(self) -> List[str]:
-        """One name per variant of the backbone's ``arch_zoo``."""
-        return canonical_archs(self.backbone_class.arch_zoo)
-
-    @property
-    def model_names(self) -> List[str]:
-        """``<model_prefix>-<arch>`` for every variant."""
-        return [f'{self.model_prefix}-{arch}' for arch in self.archs]
-
-    def convert(self, src: str, dst: str,
-                ema: Optional[bool] = None) -> Dict[str, Tensor]:
-        """Convert the official checkpoint ``src`` into ``dst``.
-
-        Args:
-            src (str): Official checkpoint.
-            dst (str): Output path: a checkpoint of the whole mmpretrain
-                classifier; its folder is created.
-            ema (bool, optional): None converts the EMA weights where the
-                checkpoint has them (the official figures are the EMA
-                model's), else the trained ones; True requires the EMA
-                weights, False takes the trained ones. Defaults to None.
-
-        Returns:
-            dict: The converted weights.
-        """
-        if ema and self.ema_key is None:
-            raise ValueError(f'official {self.title} checkpoints carry no '
-                             'EMA weights')
-        return convert_official_checkpoint(
-            src,
-            dst,
-            family=self.title,
-            is_official=self.is_official,
-            to_mmcls=self.official_to_mmcls,
-            marker=self.marker,
-            converter=self.converter,
-            ema=ema,
-            where_to_get=self.checkpoint_page)
-
-    @property
-    def checkpoint_page(self) -> str:
-        """The official repository's page that links its checkpoints."""
-        page = f'https://github.com/{self.repository}'
-        if self.checkpoints_folder:
-            page += f'/tree/main/{self.checkpoints_folder}'
-        return page
-
-
-FAMILIES: Dict[str, BackboneFamily] = {
-    family.name: family
-    for family in (
-        BackboneFamily(
-            name='scalablevit',
-            title='ScalableViT',
-            backbone='ScalableViT',
-            model_prefix='scalablevit',
-            repository='Yangr116/ScalableViT',
-            is_official=is_official_scalablevit,
-            official_to_mmcls=scalablevit_official_to_mmcls,
-            marker='patch_embeds.*',
-            checkpoints_folder='image_classification'),
-        BackboneFamily(
-            name='groupmixformer',
-            title='GroupMixFormer',
-            backbone='GroupMixFormer',
-            model_prefix='groupmixformer',
-            repository='AILab-CVC/GroupMixFormer',
-            is_official=is_official_groupmixformer,
-            official_to_mmcls=groupmixformer_official_to_mmcls,
-            marker='conv_stem.*'),
-        # Saved by timm's CheckpointSaver: the EMA under `state_dict_ema`.
-        BackboneFamily(
-            name='refiner',
-            title='Refiner-ViT',
-            backbone='RefinerViT',
-            model_prefix='refiner-vit',
-            repository='zhoudaquan/Refiner_ViT',
-            is_official=is_official_refiner,
-            official_to_mmcls=refiner_official_to_mmcls,
-            marker='patch_embed.conv1.*',
-            ema_key='state_dict_ema'),
-    )
-}
-
-
-def get_family(name: str) -> BackboneFamily:
-    """The family called ``name``; the error lists the known ones."""
-    if name not in FAMILIES:
-        raise KeyError(f'unknown backbone family {name!r}; one of '
-                       f'{list(FAMILIES)}')
-    return FAMILIES[name]
