@@ -249,7 +249,7 @@ def test_refiner_dense_weight_decay(config):
     from mmengine.optim import build_optim_wrapper
     cfg = Config.fromfile(osp.join(ROOT, config))
     cfg.model.backbone.update(
-        arch=dict(embed_dims=32, depth=4, num_heads=4),
+        arch=dict(FAMILIES['refiner'].tiny_arch, embed_dims=32),
         out_indices=(3, ),
         init_cfg=None)
     if cfg.model.neck.type == 'MultiLevelNeck':

@@ -20,6 +20,7 @@ import mmscalable.engine.preflight as preflight
 import mmscalable.engine.runner as runner
 from mmscalable.engine import (AmpOptimWrapper, CheckpointMatchHook,
                                RandomStateHook, convert_cpu_sync_batchnorm)
+from mmscalable.models.families import FAMILIES
 from mmscalable.registry import HOOKS, OPTIM_WRAPPERS
 
 
@@ -487,7 +488,9 @@ def test_padding_mask_hook_passes_the_image_shapes():
 
     from mmscalable.models import RefinerViT
     backbone = RefinerViT(
-        arch=dict(embed_dims=32, depth=2, num_heads=2),
+        arch=dict(
+            FAMILIES['refiner'].tiny_arch, embed_dims=32, depth=2,
+            num_heads=2),
         out_type='featmap').eval()
     model = _Detector(backbone)
     hook = HOOKS.build(dict(type='mmscalable.PaddingMaskHook'))

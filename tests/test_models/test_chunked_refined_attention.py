@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmscalable.models import RefinerViT
+from mmscalable.models.families import FAMILIES
 from mmscalable.models.layers import RefinedAttention
 from mmscalable.models.layers.chunked_refined_attention import (
     RefinementSpec, chunked_chained_attention, chunked_refiner_attention,
@@ -139,7 +140,7 @@ def test_backbone_small_budget_matches_reference(train):
     """The whole backbone at an odd size with a memory budget that chunks
     the maps against ``attn_impl='reference'``: outputs, input and parameter
     gradients, from the same state dict."""
-    arch = dict(embed_dims=32, depth=4, num_heads=4)
+    arch = dict(FAMILIES['refiner'].tiny_arch, embed_dims=32)
     kwargs = dict(out_indices=(1, 3), out_type='featmap')
     full = randomise(RefinerViT(arch, attn_impl='reference',
                                 **kwargs)).double().train(train)
