@@ -21,7 +21,7 @@ import platform
 import shutil
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = osp.dirname(osp.abspath(__file__))
 PACKAGE_NAME = 'mmscalable'
@@ -286,6 +286,25 @@ def get_extensions():
     ]
 
 
+def get_packages():
+    """List the packages, the folders of the C++/CUDA sources included.
+
+    The folders under mmscalable/ops/csrc hold no Python, only the sources
+    that ``mmscalable._ext`` is compiled from, which the sdist and the
+    installed package carry. Namespace discovery lists them as packages, so
+    their files (picked by MANIFEST.in) install as their package data:
+    setuptools warns about data in a folder that is not a listed package.
+
+    Returns:
+        list[str]: ``mmscalable`` and every folder below it, except
+        ``__pycache__`` and hidden ones such as ``.mim`` (the data of
+        ``mmscalable`` itself).
+    """
+    return find_namespace_packages(
+        include=(PACKAGE_NAME, f'{PACKAGE_NAME}.*'),
+        exclude=('*.__pycache__', ))
+
+
 def get_cmdclass():
     if os.getenv('MMSCALABLE_WITH_OPS', '1') == '0':
         return {}
@@ -304,8 +323,7 @@ if __name__ == '__main__':
             long_description=readme(),
             long_description_content_type='text/markdown',
             keywords='computer vision, vision transformer, openmmlab',
-            packages=find_packages(
-                exclude=('configs', 'tools', 'tests', 'demo')),
+            packages=get_packages(),
             include_package_data=True,
             python_requires='>=3.9',
             classifiers=[
