@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmscalable.datasets import demo_data
+from mmscalable.datasets import demo_data, demo_drawing
 from mmscalable.datasets.demo_data import (DEMO_ADE_CLASSES,
                                            DEMO_ADE_PALETTE,
                                            DEMO_CLS_CLASSES,
@@ -270,7 +270,7 @@ def test_cls_colour_does_not_give_the_class_away(tmp_path):
     num = 30
     root = make_demo_cls(
         str(tmp_path / 'cls'), num_train=num, num_val=0, image_size=(64, 64))
-    centres = np.array([demo_data._CLS_HUES[k] for k in DEMO_CLS_CLASSES])
+    centres = np.array([demo_drawing._CLS_HUES[k] for k in DEMO_CLS_CLASSES])
     hits, offsets = 0, []
     for label, name in enumerate(DEMO_CLS_CLASSES):
         for file in sorted(os.listdir(osp.join(root, 'train', name))):

@@ -41,12 +41,14 @@ Pillow. Three sets are produced:
           train/triangle/000001.jpg ...
           val/circle/000001.jpg ...
 
-Only numpy, Pillow and the standard library are used here, so the generator
+The pictures are drawn by :mod:`mmscalable.datasets.demo_drawing`; this
+module writes them in each set's format and generates the sets once per data
+root. Only numpy, Pillow and the standard library are used, so the generator
 runs without the OpenMMLab libraries. Each image comes from its own random
 generator seeded with ``(seed, set, split, index)`` (and the class for
-``demo_cls``): the output is byte-for-byte reproducible
-for a given seed (with the same Pillow build for the JPEG files), and growing
-``num_train`` keeps the images already there.
+``demo_cls``): the output is byte-for-byte reproducible for a given seed
+(with the same Pillow build for the JPEG files), and growing ``num_train``
+keeps the images already there.
 """
 import json
 import os
@@ -54,9 +56,24 @@ import os.path as osp
 import shutil
 import tempfile
 import uuid
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
+
+from .demo_drawing import (DEMO_ADE_CLASSES, DEMO_ADE_PALETTE,
+                           DEMO_CLS_CLASSES, DEMO_COCO_CLASSES,
+                           DEMO_COCO_PALETTE, check_size, draw_ade_image,
+                           draw_cls_image, draw_coco_image, signed_area)
+
+__all__ = [
+    'DEMO_ADE_CLASSES', 'DEMO_ADE_DEFAULTS', 'DEMO_ADE_DIR',
+    'DEMO_ADE_PALETTE', 'DEMO_CLS_CLASSES', 'DEMO_CLS_DEFAULTS',
+    'DEMO_CLS_DIR', 'DEMO_COCO_CLASSES', 'DEMO_COCO_DEFAULTS',
+    'DEMO_COCO_DIR', 'DEMO_COCO_PALETTE', 'DEMO_DATA_VERSION', 'DEMO_DIRS',
+    'MARKER_FILE', 'DemoDataPaths', 'ensure_demo_data',
+    'is_demo_data_up_to_date', 'make_demo_ade', 'make_demo_cls',
+    'make_demo_coco'
+]
 
 #: Bump when the generated data changes, so that stale copies are replaced.
 DEMO_DATA_VERSION = 1
@@ -70,23 +87,6 @@ DEMO_DIRS = (DEMO_COCO_DIR, DEMO_ADE_DIR, DEMO_CLS_DIR)
 #: Name of the marker file written (last) into each complete demo set.
 MARKER_FILE = '.demo_data.json'
 
-#: Category names of ``demo_coco`` (category ids 1..3 in this order).
-DEMO_COCO_CLASSES = ('square', 'circle', 'triangle')
-#: Visualization colours of ``demo_coco`` (the mean colour of each shape).
-DEMO_COCO_PALETTE = [(205, 55, 50), (60, 170, 70), (55, 90, 205)]
-
-#: Class names of ``demo_ade``: label value ``k + 1`` in the PNG label maps
-#: is class ``k`` after ``reduce_zero_label``; value 0 is unlabeled.
-DEMO_ADE_CLASSES = ('sky', 'grass', 'square', 'circle')
-#: Visualization colours of ``demo_ade`` (sky and grass as in ADE20K).
-DEMO_ADE_PALETTE = [[6, 230, 230], [4, 250, 7], [220, 20, 60], [255, 200, 0]]
-
-#: Class names of ``demo_cls``, in the order of their labels. mmpretrain's
-#: ``CustomDataset`` numbers the class folders alphabetically, whatever the
-#: order of ``metainfo['classes']``: this tuple is sorted so that label ``k``
-#: is the folder ``DEMO_CLS_CLASSES[k]``.
-DEMO_CLS_CLASSES = ('circle', 'square', 'triangle')
-
 #: Parameters that :func:`ensure_demo_data` generates the sets with.
 DEMO_COCO_DEFAULTS = dict(
     num_train=96, num_val=24, image_size=(128, 128), seed=0)
@@ -96,8 +96,6 @@ DEMO_ADE_DEFAULTS = dict(
 DEMO_CLS_DEFAULTS = dict(
     num_train=120, num_val=30, image_size=(64, 64), seed=0)
 
-# Relative size (of the shorter image side) of a shape's extent.
-_SIZE_RANGE = (0.15, 0.45)
 _JPEG_KWARGS = dict(format='JPEG', quality=95, subsampling=0, optimize=False)
 # Stream ids mixed into the seeds, so each set and split is independent.
 _COCO_STREAM, _ADE_STREAM, _CLS_STREAM = 1, 2, 3
@@ -118,178 +116,8 @@ class DemoDataPaths(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# Drawing helpers
+# Files
 # ---------------------------------------------------------------------------
-def _check_size(image_size: Sequence[int]) -> Tuple[int, int]:
-    h, w = (int(v) for v in image_size)
-    if h < 32 or w < 32:
-        raise ValueError(f'image_size must be at least 32x32, got {h}x{w}')
-    return h, w
-
-
-def _signed_area(poly: np.ndarray) -> float:
-    """Shoelace area of a polygon given as an (N, 2) array of (x, y)."""
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
-def _rasterize_convex(poly: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Rasterize a convex polygon at pixel centres.
-
-    Pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)`` as in
-    COCO, and is inside when its centre ``(col + 0.5, row + 0.5)`` is.
-
-    Args:
-        poly (np.ndarray): (N, 2) vertices (x, y) of a convex polygon.
-        h (int): Image height.
-        w (int): Image width.
-
-    Returns:
-        np.ndarray: Boolean mask of shape (h, w).
-    """
-    if _signed_area(poly) < 0:
-        poly = poly[::-1]
-    mask = np.zeros((h, w), dtype=bool)
-    x0 = max(int(np.floor(poly[:, 0].min())), 0)
-    x1 = min(int(np.ceil(poly[:, 0].max())), w)
-    y0 = max(int(np.floor(poly[:, 1].min())), 0)
-    y1 = min(int(np.ceil(poly[:, 1].max())), h)
-    if x1 <= x0 or y1 <= y0:
-        return mask
-    py = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5
-    px = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5
-    inside = np.ones((y1 - y0, x1 - x0), dtype=bool)
-    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
-        # Left of (or on) every edge of a counter-clockwise polygon.
-        inside &= (b[0] - a[0]) * (py - a[1]) - (b[1] - a[1]) * (px - a[0]) \
-            >= 0
-    mask[y0:y1, x0:x1] = inside
-    return mask
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int,
-                  cells: int) -> np.ndarray:
-    """Low-frequency noise in [-1, 1]: a coarse grid, bilinearly upsampled."""
-    grid = rng.uniform(-1.0, 1.0, size=(cells + 1, cells + 1))
-    ys = (np.arange(h) + 0.5) / h * cells
-    xs = (np.arange(w) + 0.5) / w * cells
-    iy = np.minimum(ys.astype(int), cells - 1)
-    ix = np.minimum(xs.astype(int), cells - 1)
-    fy = (ys - iy)[:, None]
-    fx = (xs - ix)[None, :]
-    g00 = grid[iy][:, ix]
-    g01 = grid[iy][:, ix + 1]
-    g10 = grid[iy + 1][:, ix]
-    g11 = grid[iy + 1][:, ix + 1]
-    return ((1 - fy) * ((1 - fx) * g00 + fx * g01) + fy *
-            ((1 - fx) * g10 + fx * g11))
-
-
-def _gradient(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A linear ramp in [-1, 1] along a random direction."""
-    theta = rng.uniform(0, 2 * np.pi)
-    ys = (np.arange(h) + 0.5)[:, None] / h - 0.5
-    xs = (np.arange(w) + 0.5)[None, :] / w - 0.5
-    return (np.cos(theta) * xs + np.sin(theta) * ys) * np.sqrt(2)
-
-
-def _jitter_colour(rng: np.random.Generator, base: Sequence[int],
-                   amount: float) -> np.ndarray:
-    return np.asarray(base, dtype=np.float64) + rng.uniform(
-        -amount, amount, size=3)
-
-
-def _shape_polygon(rng: np.random.Generator, kind: str, size: float,
-                   cx: float, cy: float) -> np.ndarray:
-    """Vertices (x, y) of a shape whose extent is about ``size`` pixels.
-
-    Args:
-        rng (np.random.Generator): Random generator.
-        kind (str): 'square', 'circle' or 'triangle'.
-        size (float): Side of the square, diameter of the circle, side of the
-            triangle.
-        cx (float): x of the centre.
-        cy (float): y of the centre.
-
-    Returns:
-        np.ndarray: (N, 2) float array of vertices.
-    """
-    if kind == 'square':
-        # Mildly rotated axis-aligned square.
-        angles = np.deg2rad(rng.uniform(-15, 15)) + np.pi / 4 + \
-            np.arange(4) * np.pi / 2
-        radius = size / np.sqrt(2)
-        radii = np.full(4, radius)
-    elif kind == 'circle':
-        angles = rng.uniform(0, 2 * np.pi / 24) + \
-            np.arange(24) * 2 * np.pi / 24
-        radii = np.full(24, size / 2)
-    elif kind == 'triangle':
-        # Roughly equilateral, any orientation, vertices jittered by <=8%.
-        angles = rng.uniform(0, 2 * np.pi) + np.arange(3) * 2 * np.pi / 3 + \
-            rng.uniform(-0.15, 0.15, size=3)
-        radii = size / np.sqrt(3) * rng.uniform(0.92, 1.0, size=3)
-    else:
-        raise ValueError(f'unknown shape {kind!r}')
-    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)],
-                    axis=1)
-
-
-def _place_shapes(
-        rng: np.random.Generator,
-        kinds: Sequence[str],
-        h: int,
-        w: int,
-        size_range: Tuple[float, float] = _SIZE_RANGE
-) -> List[Tuple[str, np.ndarray]]:
-    """Place shapes of the given kinds without any overlap.
-
-    Shapes that cannot be placed after a few tries are dropped; the first one
-    always fits.
-
-    Args:
-        size_range (tuple[float, float]): Range of a shape's size, relative
-            to the shorter image side; at most 0.65 so that a shape fits.
-
-    Returns:
-        list[tuple[str, np.ndarray]]: (kind, polygon) pairs; polygon
-        coordinates are rounded to 2 decimals (as stored in the annotations).
-    """
-    side = min(h, w)
-    placed = []  # (kind, poly, cx, cy, circumradius)
-    for kind in kinds:
-        for _ in range(30):
-            size = rng.uniform(*size_range) * side
-            # Circumradius bound of every shape kind: size / sqrt(2).
-            bound = size / np.sqrt(2) + 1.0
-            cx = rng.uniform(bound, w - bound)
-            cy = rng.uniform(bound, h - bound)
-            poly = np.round(_shape_polygon(rng, kind, size, cx, cy), 2)
-            radius = float(np.hypot(poly[:, 0] - cx, poly[:, 1] - cy).max())
-            if all(
-                    np.hypot(cx - ox, cy - oy) > radius + orad + 1.0
-                    for _, _, ox, oy, orad in placed):
-                placed.append((kind, poly, cx, cy, radius))
-                break
-    return [(kind, poly) for kind, poly, _, _, _ in placed]
-
-
-def _textured_background(rng: np.random.Generator, h: int,
-                         w: int) -> np.ndarray:
-    """Low-saturation grey with a gradient, blotches and fine noise."""
-    base = rng.uniform(85, 165) + rng.uniform(-12, 12, size=3)
-    img = np.empty((h, w, 3), dtype=np.float64)
-    img[:] = base
-    img += rng.uniform(10, 30) * _gradient(rng, h, w)[..., None]
-    img += 12 * _smooth_noise(rng, h, w, cells=8)[..., None]
-    img += rng.normal(0, 5, size=(h, w, 3))
-    return img
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
 def _save_jpeg(img: np.ndarray, path: str) -> None:
     from PIL import Image
     Image.fromarray(img).save(path, **_JPEG_KWARGS)
@@ -313,29 +141,6 @@ def _image_name(index: int) -> str:
 # ---------------------------------------------------------------------------
 # COCO instance set
 # ---------------------------------------------------------------------------
-_COCO_COLOURS = dict(zip(DEMO_COCO_CLASSES, DEMO_COCO_PALETTE))
-
-
-def _draw_coco_image(rng: np.random.Generator, index: int, h: int, w: int
-                     ) -> Tuple[np.ndarray, List[Tuple[str, np.ndarray]]]:
-    """Draw one image of the instance set and return it with its shapes."""
-    img = _textured_background(rng, h, w)
-
-    num = int(rng.integers(1, 5))
-    # The first shape cycles through the classes so that every class appears
-    # in any split of three or more images.
-    kinds = [DEMO_COCO_CLASSES[index % len(DEMO_COCO_CLASSES)]] + [
-        DEMO_COCO_CLASSES[k]
-        for k in rng.integers(0, len(DEMO_COCO_CLASSES), size=num - 1)
-    ]
-    shapes = _place_shapes(rng, kinds, h, w)
-    for kind, poly in shapes:
-        mask = _rasterize_convex(poly, h, w)
-        colour = _jitter_colour(rng, _COCO_COLOURS[kind], 30)
-        img[mask] = colour + rng.normal(0, 3, size=(int(mask.sum()), 3))
-    return _to_uint8(img), shapes
-
-
 def make_demo_coco(
         root: str,
         num_train: int = DEMO_COCO_DEFAULTS['num_train'],
@@ -358,7 +163,7 @@ def make_demo_coco(
     Returns:
         str: ``root``.
     """
-    h, w = _check_size(image_size)
+    h, w = check_size(image_size)
     categories = [
         dict(id=i + 1, name=name, supercategory='shape')
         for i, name in enumerate(DEMO_COCO_CLASSES)
@@ -372,7 +177,7 @@ def make_demo_coco(
         for index in range(int(num)):
             rng = np.random.default_rng(
                 [int(seed), _COCO_STREAM, _SPLITS[split], index])
-            img, shapes = _draw_coco_image(rng, index, h, w)
+            img, shapes = draw_coco_image(rng, index, h, w)
             file_name = _image_name(index) + '.jpg'
             _save_jpeg(img, osp.join(img_dir, file_name))
             # Ids start at 1: pycocotools' COCOeval never matches a gt id 0.
@@ -388,7 +193,7 @@ def make_demo_coco(
                         image_id=image_id,
                         category_id=cat_ids[kind],
                         segmentation=[[float(v) for v in poly.reshape(-1)]],
-                        area=round(abs(_signed_area(poly)), 2),
+                        area=round(abs(signed_area(poly)), 2),
                         bbox=[
                             round(float(x_min), 2),
                             round(float(y_min), 2),
@@ -412,58 +217,6 @@ def make_demo_coco(
 # ---------------------------------------------------------------------------
 # ADE20K semantic set
 # ---------------------------------------------------------------------------
-# Label values in the PNG maps (0 is unlabeled).
-_ADE_LABELS = {name: i + 1 for i, name in enumerate(DEMO_ADE_CLASSES)}
-_ADE_SHAPES = ('square', 'circle')
-_ADE_SHAPE_COLOURS = dict(square=(200, 50, 50), circle=(235, 205, 55))
-
-
-def _draw_ade_image(rng: np.random.Generator, index: int, h: int,
-                    w: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Draw one image of the semantic set and return it with its labels."""
-    rows = (np.arange(h) + 0.5)[:, None]
-    cols = (np.arange(w) + 0.5)[None, :]
-    # Wavy, slightly tilted horizon between 35% and 65% of the height.
-    horizon = (
-        rng.uniform(0.35, 0.65) * h + rng.uniform(-0.15, 0.15) *
-        (cols - w / 2) + rng.uniform(0, 3) *
-        np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * cols / w +
-               rng.uniform(0, 2 * np.pi)))
-    dist = rows - horizon  # < 0: sky, > 0: grass
-    band = rng.uniform(0.8, 1.6)  # half-width of the unlabeled band
-    label = np.zeros((h, w), dtype=np.uint8)
-    label[dist < -band] = _ADE_LABELS['sky']
-    label[dist > band] = _ADE_LABELS['grass']
-
-    img = np.empty((h, w, 3), dtype=np.float64)
-    # Sky: darker blue at the top, paler towards the horizon.
-    top = _jitter_colour(rng, (80, 135, 215), 15)
-    low = _jitter_colour(rng, (170, 200, 238), 12)
-    t = np.clip(rows / np.maximum(horizon, 1.0), 0, 1)[..., None]
-    sky = (1 - t) * top + t * low
-    sky += 6 * _smooth_noise(rng, h, w, cells=6)[..., None]
-    # Grass: textured green.
-    grass = np.empty_like(img)
-    grass[:] = _jitter_colour(rng, (65, 140, 55), 15)
-    grass += 18 * _smooth_noise(rng, h, w, cells=16)[..., None]
-    grass += rng.normal(0, 8, size=(h, w, 3))
-    img[:] = np.where((dist < 0)[..., None], sky, grass)
-    # The unlabeled band: a dark hedge line.
-    band_mask = label == 0
-    img[band_mask] = _jitter_colour(rng, (85, 70, 50), 15)
-
-    num = int(rng.integers(1, 4))
-    kinds = [_ADE_SHAPES[index % len(_ADE_SHAPES)]] + [
-        _ADE_SHAPES[k] for k in rng.integers(0, len(_ADE_SHAPES), size=num - 1)
-    ]
-    for kind, poly in _place_shapes(rng, kinds, h, w):
-        mask = _rasterize_convex(poly, h, w)
-        img[mask] = _jitter_colour(rng, _ADE_SHAPE_COLOURS[kind], 25)
-        label[mask] = _ADE_LABELS[kind]
-    img += rng.normal(0, 3, size=(h, w, 3))
-    return _to_uint8(img), label
-
-
 def make_demo_ade(root: str,
                   num_train: int = DEMO_ADE_DEFAULTS['num_train'],
                   num_val: int = DEMO_ADE_DEFAULTS['num_val'],
@@ -485,7 +238,7 @@ def make_demo_ade(root: str,
     Returns:
         str: ``root``.
     """
-    h, w = _check_size(image_size)
+    h, w = check_size(image_size)
     for split, subdir, num in (('train', 'training', num_train),
                                ('val', 'validation', num_val)):
         img_dir = osp.join(root, 'images', subdir)
@@ -495,7 +248,7 @@ def make_demo_ade(root: str,
         for index in range(int(num)):
             rng = np.random.default_rng(
                 [int(seed), _ADE_STREAM, _SPLITS[split], index])
-            img, label = _draw_ade_image(rng, index, h, w)
+            img, label = draw_ade_image(rng, index, h, w)
             name = _image_name(index)
             _save_jpeg(img, osp.join(img_dir, name + '.jpg'))
             _save_png_label(label, osp.join(ann_dir, name + '.png'))
@@ -505,32 +258,6 @@ def make_demo_ade(root: str,
 # ---------------------------------------------------------------------------
 # ImageNet-style classification set
 # ---------------------------------------------------------------------------
-# Centre hue (degrees) of each class and the half-width of its hue range:
-# neighbouring ranges overlap by 2 * _CLS_HUE_JITTER - 120 degrees, so the
-# hue alone names the class only about three times in four.
-_CLS_HUES = dict(circle=0.0, square=120.0, triangle=240.0)
-_CLS_HUE_JITTER = 80.0
-# A single, larger shape than in demo_coco (relative to the image side).
-_CLS_SIZE_RANGE = (0.45, 0.65)
-
-
-def _hsv_to_rgb(hue: float, sat: float, val: float) -> np.ndarray:
-    """RGB (0..255 floats) of a hue in degrees, saturation and value."""
-    import colorsys
-    return 255 * np.asarray(colorsys.hsv_to_rgb((hue % 360) / 360, sat, val))
-
-
-def _draw_cls_image(rng: np.random.Generator, kind: str, h: int,
-                    w: int) -> np.ndarray:
-    """Draw one image of the classification set: one shape of ``kind``."""
-    img = _textured_background(rng, h, w)
-    ((_, poly), ) = _place_shapes(rng, [kind], h, w, _CLS_SIZE_RANGE)
-    mask = _rasterize_convex(poly, h, w)
-    hue = _CLS_HUES[kind] + rng.uniform(-_CLS_HUE_JITTER, _CLS_HUE_JITTER)
-    colour = _hsv_to_rgb(hue, rng.uniform(0.5, 0.9), rng.uniform(0.6, 0.95))
-    img[mask] = colour + rng.normal(0, 4, size=(int(mask.sum()), 3))
-    return _to_uint8(img)
-
 
 def make_demo_cls(root: str,
                   num_train: int = DEMO_CLS_DEFAULTS['num_train'],
@@ -557,7 +284,7 @@ def make_demo_cls(root: str,
     Returns:
         str: ``root``.
     """
-    h, w = _check_size(image_size)
+    h, w = check_size(image_size)
     for split, num in (('train', num_train), ('val', num_val)):
         for label, kind in enumerate(DEMO_CLS_CLASSES):
             img_dir = osp.join(root, split, kind)
@@ -565,7 +292,7 @@ def make_demo_cls(root: str,
             for index in range(int(num)):
                 rng = np.random.default_rng(
                     [int(seed), _CLS_STREAM, _SPLITS[split], label, index])
-                img = _draw_cls_image(rng, kind, h, w)
+                img = draw_cls_image(rng, kind, h, w)
                 _save_jpeg(img, osp.join(img_dir, _image_name(index) + '.jpg'))
     return root
 
