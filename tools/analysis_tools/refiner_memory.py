@@ -84,12 +84,13 @@ def run_case(arch: str, impl: str, mode: str, height: int, width: int,
 def parse_case(text: str):
     mode, size, batch = text.split(':')
     if mode not in ('infer', 'train'):
-        raise argparse.ArgumentTypeError(f'mode must be infer or train: {text}')
+        raise argparse.ArgumentTypeError(
+            f'mode must be infer or train: {text}')
     height, width = (int(v) for v in size.split('x'))
     return mode, height, width, int(batch)
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arch', default='s')
     parser.add_argument(
@@ -113,8 +114,50 @@ def main():
         help='frozen map BatchNorm statistics in training')
     parser.add_argument('--out', help='JSON file for the results')
     parser.add_argument('--single', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def run_case_in_child(args, impl: str, mode: str, height: int, width: int,
+                      batch: int) -> dict:
+    """Run one case in a fresh process (this script with ``--single``).
+
+    Args:
+        args (argparse.Namespace): The options of this run.
+        impl (str): ``'reference'`` or ``'fast'``.
+        mode (str): ``'infer'`` or ``'train'``.
+        height (int): Image height.
+        width (int): Image width.
+        batch (int): Batch size.
+
+    Returns:
+        dict: The case and its ``seconds`` and ``peak_gib``, or its
+        ``error`` (exit status and last line of the child's stderr).
+    """
+    cmd = [
+        sys.executable, __file__, '--arch', args.arch, '--device',
+        args.device, '--case', 'infer:1x1:1', '--single',
+        f'{impl},{mode},{height},{width},{batch}'
+    ] + (['--norm-eval'] if args.norm_eval else [])
+    if args.attn_memory_budget_mib is not None:
+        cmd += ['--attn-memory-budget-mib', str(args.attn_memory_budget_mib)]
+    # glibc returns freed blocks of 64 KiB or more to the system at once, so
+    # that the resident size follows the live tensors.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    row = dict(arch=args.arch, impl=impl, mode=mode,
+               size=f'{height}x{width}', batch=batch, device=args.device,
+               map_norm='frozen' if args.norm_eval else 'batch',
+               attn_memory_budget_mib=args.attn_memory_budget_mib)
+    if proc.returncode == 0:
+        row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    else:
+        tail = (proc.stderr or '').strip().splitlines()[-1:]
+        row.update(error=f'exit {proc.returncode}: {" ".join(tail)}')
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.single:  # A child process: one case, JSON on stdout.
         impl, mode, h, w, b = args.single.split(',')
         print(json.dumps(
@@ -123,32 +166,10 @@ def main():
                      args.attn_memory_budget_mib)))
         return
 
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
     results = []
     for mode, height, width, batch in args.case:
         for impl in args.impl:
-            cmd = [
-                sys.executable, __file__, '--arch', args.arch, '--device',
-                args.device, '--case', 'infer:1x1:1', '--single',
-                f'{impl},{mode},{height},{width},{batch}'
-            ] + (['--norm-eval'] if args.norm_eval else [])
-            if args.attn_memory_budget_mib is not None:
-                cmd += [
-                    '--attn-memory-budget-mib',
-                    str(args.attn_memory_budget_mib)
-                ]
-            proc = subprocess.run(cmd, env=env, capture_output=True,
-                                  text=True)
-            row = dict(arch=args.arch, impl=impl, mode=mode,
-                       size=f'{height}x{width}', batch=batch,
-                       device=args.device,
-                       map_norm='frozen' if args.norm_eval else 'batch',
-                       attn_memory_budget_mib=args.attn_memory_budget_mib)
-            if proc.returncode == 0:
-                row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-            else:
-                tail = (proc.stderr or '').strip().splitlines()[-1:]
-                row.update(error=f'exit {proc.returncode}: {" ".join(tail)}')
+            row = run_case_in_child(args, impl, mode, height, width, batch)
             print(json.dumps(row), flush=True)
             results.append(row)
     if args.out:

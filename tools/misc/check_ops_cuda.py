@@ -37,12 +37,14 @@ Exits with status 1 if a check fails.
 """
 import argparse
 import importlib
+import math
 import os.path as osp
 import subprocess
 import sys
 import types
 
 import torch
+import torch.nn.functional as F
 
 DEVICE = 'cuda'
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -355,7 +357,6 @@ def benchmark_window_attention(dtypes, warmup, repeats, device=DEVICE,
     when the composed path takes more than :data:`WINDOW_KERNEL_MARGIN`
     times the bound, else ``'composed within 10%'``).
     """
-    import torch.nn.functional as F
     from mmscalable.models.layers import InteractiveWindowAttention
     from mmscalable.ops import window_partition
     print(f'\n== IWSA window attention (ScalableViT-S maps), median of '
@@ -436,122 +437,114 @@ GROUP_MIX_DIRECTIONS = {
 }
 
 
-def benchmark_group_mix(dtypes, warmup, repeats, device=DEVICE,
-                        shapes=GROUP_MIX_SHAPES):
-    """Time :func:`mmscalable.ops.group_mix_dwconv` against cuDNN's
-    depthwise convs on GroupMixAttention's segments (C / 5 channels per
-    kernel size, :data:`GROUP_MIX_KERNELS`).
+class GroupMixCase:
+    """One case of :func:`benchmark_group_mix`: GroupMixAttention's segments
+    of a (B, H * W, 3C) qkv and the op's and cuDNN's ways to convolve them.
 
     The op reads the segments straight from the qkv tokens (a (B, H, W, 3,
-    4C/5) view of (B, H * W, 3C)) and writes the (3B, 4C/5, H, W) map. The
-    cuDNN side is what a model does without it: copy the segments to that
-    contiguous map, one ``F.conv2d(..., groups=C/5)`` per kernel size (the
-    1x1 token segment is the copy itself) and one concatenation. Backward:
-    the op's ``group_mix_dwconv_backward`` against
-    ``aten.convolution_backward`` per kernel size on the map's segments,
-    with the input's gradient concatenated and copied back to the tokens'
-    layout; both for the input's and the kernels' gradients together and
-    for each alone.
+    4C/5) view) and writes the (3B, 4C/5, H, W) map. The cuDNN side is what
+    a model does without it: copy the segments to that contiguous map, one
+    ``F.conv2d(..., groups=C/5)`` per kernel size (the 1x1 token segment is
+    the copy itself) and one concatenation; backward, one
+    ``aten.convolution_backward`` per kernel size on the map's segments, the
+    input's gradient concatenated and copied back to the tokens' layout.
 
-    Prints the median times (CUDA events on a GPU), the ratio op / cuDNN per
-    direction and, per direction, the verdict over all cases (geometric mean
-    of the ratios): ``group_mix forward: op faster (0.52)``.
-
-    Returns the rows: shape, dtype, direction, op_ms, cudnn_ms and ratio
-    (op / cuDNN; NaN when one ran out of memory).
+    Args:
+        shape (tuple[int, int, int, int]): (B, H, W, C) of the qkv map.
+        dtype (torch.dtype): Data type of the tensors.
+        device (str): Device of the tensors.
     """
-    import math
 
-    import torch.nn.functional as F
-    from mmscalable.ops import group_mix_dwconv, pack_depthwise_weights
-    print(f'\n== group_mix_dwconv vs cuDNN depthwise convs (GroupMixFormer-S '
-          f'segments, kernels {GROUP_MIX_KERNELS}), median of {repeats} '
-          'runs; ratio = op time / cuDNN time ==')
-    print(f"{'B,H,W,C':<22}{'dtype':<10}{'direction':<13}{'op ms':>9}"
-          f"{'cudnn ms':>10}{'ratio':>8}")
-    rows = []
-    for B, H, W, C in shapes:
-        seg = C // 5
-        ks = list(GROUP_MIX_KERNELS)
-        gc = [seg] * len(ks)
-        attended = seg * len(ks)
-        for dtype in dtypes:
-            try:
-                qkv = torch.randn(B, H * W, 3 * C, device=device, dtype=dtype)
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                continue
-            tokens = qkv.view(B, H, W, 3, C)[..., :attended]
-            kernels = [
-                torch.randn(seg, 1, k, k, device=device, dtype=dtype)
-                for k in ks
-            ]
-            kernels[0] = torch.ones_like(kernels[0])
-            weight = pack_depthwise_weights(kernels)
-            grad = torch.randn(3 * B, attended, H, W, device=device,
-                               dtype=dtype)
+    def __init__(self, shape, dtype, device):
+        # Imported here: import_ops() has put the source package in place.
+        from mmscalable.ops import group_mix_dwconv, pack_depthwise_weights
+        B, H, W, C = shape
+        self.shape = shape
+        self.seg = C // 5
+        self.ks = list(GROUP_MIX_KERNELS)
+        self.gc = [self.seg] * len(self.ks)
+        self.attended = self.seg * len(self.ks)
+        self._group_mix_dwconv = group_mix_dwconv
+        qkv = torch.randn(B, H * W, 3 * C, device=device, dtype=dtype)
+        self.tokens = qkv.view(B, H, W, 3, C)[..., :self.attended]
+        self.kernels = [
+            torch.randn(self.seg, 1, k, k, device=device, dtype=dtype)
+            for k in self.ks
+        ]
+        self.kernels[0] = torch.ones_like(self.kernels[0])
+        self.weight = pack_depthwise_weights(self.kernels)
+        self.grad = torch.randn(
+            3 * B, self.attended, H, W, device=device, dtype=dtype)
+        self.maps = self.to_maps()
 
-            def to_maps():
-                return tokens.permute(3, 0, 4, 1, 2).reshape(
-                    3 * B, attended, H, W)
+    def to_maps(self):
+        B, H, W, _ = self.shape
+        return self.tokens.permute(3, 0, 4, 1, 2).reshape(
+            3 * B, self.attended, H, W)
 
-            maps = to_maps()
+    def op_forward(self):
+        self._group_mix_dwconv(self.tokens, self.weight, None, self.ks,
+                               self.gc)
 
-            def op_forward():
-                group_mix_dwconv(tokens, weight, None, ks, gc)
+    def cudnn_forward(self):
+        parts = self.to_maps().split(self.gc, 1)
+        torch.cat([parts[0]] + [
+            F.conv2d(
+                part, kernel, padding=kernel.shape[-1] // 2, groups=self.seg)
+            for part, kernel in zip(parts[1:], self.kernels[1:])
+        ], 1)
 
-            def cudnn_forward():
-                parts = to_maps().split(gc, 1)
-                torch.cat([parts[0]] + [
-                    F.conv2d(part, kernel, padding=kernel.shape[-1] // 2,
-                             groups=seg)
-                    for part, kernel in zip(parts[1:], kernels[1:])
-                ], 1)
+    def op_backward(self, mask):
+        torch.ops.mmscalable.group_mix_dwconv_backward(
+            self.grad, self.tokens, self.weight, self.ks, self.gc,
+            list(mask))
 
-            def op_backward(mask):
-                torch.ops.mmscalable.group_mix_dwconv_backward(
-                    grad, tokens, weight, ks, gc, list(mask))
+    def cudnn_backward(self, mask):
+        B, H, W, _ = self.shape
+        grads = self.grad.split(self.gc, 1)
+        grad_maps = [grads[0]]
+        for g, part, kernel in zip(grads[1:],
+                                   self.maps.split(self.gc, 1)[1:],
+                                   self.kernels[1:]):
+            pad = kernel.shape[-1] // 2
+            grad_maps.append(
+                torch.ops.aten.convolution_backward(
+                    g, part, kernel, None, [1, 1], [pad, pad], [1, 1], False,
+                    [0, 0], self.seg, [mask[0], mask[1], False])[0])
+        if mask[0]:
+            torch.cat(grad_maps, 1).view(3, B, self.attended, H, W).permute(
+                1, 3, 4, 0, 2).contiguous()
 
-            def cudnn_backward(mask):
-                grads = grad.split(gc, 1)
-                grad_maps = [grads[0]]
-                for g, part, kernel in zip(grads[1:],
-                                           maps.split(gc, 1)[1:],
-                                           kernels[1:]):
-                    pad = kernel.shape[-1] // 2
-                    grad_maps.append(
-                        torch.ops.aten.convolution_backward(
-                            g, part, kernel, None, [1, 1], [pad, pad],
-                            [1, 1], False, [0, 0], seg,
-                            [mask[0], mask[1], False])[0])
-                if mask[0]:
-                    torch.cat(grad_maps, 1).view(3, B, attended, H, W).permute(
-                        1, 3, 4, 0, 2).contiguous()
+    def runs(self, mask):
+        """The op's and cuDNN's run of one direction.
 
-            for direction, mask in GROUP_MIX_DIRECTIONS.items():
-                if mask is None:
-                    fns = (op_forward, cudnn_forward)
-                else:
-                    fns = (lambda mask=mask: op_backward(mask),
-                           lambda mask=mask: cudnn_backward(mask))
-                times = []
-                for fn in fns:
-                    try:
-                        with torch.no_grad():
-                            times.append(median_ms(fn, warmup, repeats,
-                                                   device))
-                    except torch.cuda.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        times.append(float('nan'))
-                op_ms, cudnn_ms = times
-                ratio = op_ms / cudnn_ms
-                rows.append(
-                    dict(shape=(B, H, W, C), dtype=str(dtype)[6:],
-                         direction=direction, op_ms=op_ms, cudnn_ms=cudnn_ms,
-                         ratio=ratio))
-                print(f'{str((B, H, W, C)):<22}{str(dtype)[6:]:<10}'
-                      f'{direction:<13}{op_ms:>9.3f}{cudnn_ms:>10.3f}'
-                      f'{ratio:>8.2f}', flush=True)
+        Args:
+            mask (tuple[bool, bool] | None): The gradients to compute
+                (input, weight), or None for the forward.
+
+        Returns:
+            tuple[callable, callable]: The op's run and cuDNN's.
+        """
+        if mask is None:
+            return self.op_forward, self.cudnn_forward
+        return (lambda: self.op_backward(mask),
+                lambda: self.cudnn_backward(mask))
+
+
+def _median_ms_or_nan(fn, warmup, repeats, device):
+    """:func:`median_ms` of ``fn`` without autograd; NaN when out of
+    memory."""
+    try:
+        with torch.no_grad():
+            return median_ms(fn, warmup, repeats, device)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return float('nan')
+
+
+def _print_group_mix_verdicts(rows):
+    """Print, per direction, the geometric mean of the ratios op / cuDNN
+    over the cases measured and which side it favours."""
     for direction in GROUP_MIX_DIRECTIONS:
         ratios = [
             row['ratio'] for row in rows
@@ -565,6 +558,49 @@ def benchmark_group_mix(dtypes, warmup, repeats, device=DEVICE,
         print(f"group_mix {direction}: {'op' if mean < 1 else 'cudnn'} "
               f'faster ({mean:.2f}; geometric mean of op / cuDNN over '
               f'{len(ratios)} cases, op faster in {wins})')
+
+
+def benchmark_group_mix(dtypes, warmup, repeats, device=DEVICE,
+                        shapes=GROUP_MIX_SHAPES):
+    """Time :func:`mmscalable.ops.group_mix_dwconv` against cuDNN's
+    depthwise convs on GroupMixAttention's segments (C / 5 channels per
+    kernel size, :data:`GROUP_MIX_KERNELS`), as :class:`GroupMixCase` runs
+    them: forward, backward for the input's and the kernels' gradients
+    together, and for each alone.
+
+    Prints the median times (CUDA events on a GPU), the ratio op / cuDNN per
+    direction and, per direction, the verdict over all cases (geometric mean
+    of the ratios): ``group_mix forward: op faster (0.52)``.
+
+    Returns the rows: shape, dtype, direction, op_ms, cudnn_ms and ratio
+    (op / cuDNN; NaN when one ran out of memory).
+    """
+    print(f'\n== group_mix_dwconv vs cuDNN depthwise convs (GroupMixFormer-S '
+          f'segments, kernels {GROUP_MIX_KERNELS}), median of {repeats} '
+          'runs; ratio = op time / cuDNN time ==')
+    print(f"{'B,H,W,C':<22}{'dtype':<10}{'direction':<13}{'op ms':>9}"
+          f"{'cudnn ms':>10}{'ratio':>8}")
+    rows = []
+    for shape in map(tuple, shapes):
+        for dtype in dtypes:
+            try:
+                case = GroupMixCase(shape, dtype, device)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                continue
+            for direction, mask in GROUP_MIX_DIRECTIONS.items():
+                op_ms, cudnn_ms = (
+                    _median_ms_or_nan(fn, warmup, repeats, device)
+                    for fn in case.runs(mask))
+                ratio = op_ms / cudnn_ms
+                rows.append(
+                    dict(shape=shape, dtype=str(dtype)[6:],
+                         direction=direction, op_ms=op_ms, cudnn_ms=cudnn_ms,
+                         ratio=ratio))
+                print(f'{str(shape):<22}{str(dtype)[6:]:<10}'
+                      f'{direction:<13}{op_ms:>9.3f}{cudnn_ms:>10.3f}'
+                      f'{ratio:>8.2f}', flush=True)
+    _print_group_mix_verdicts(rows)
     return rows
 
 
