@@ -1,17 +1,17 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.heads import ClsHead
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from .fc_cls_head import FCClsHead
 
 
 @MODELS.register_module()
-class RefinerClsHead(ClsHead):
+class RefinerClsHead(FCClsHead):
     """The classification head of Refiner-ViT.
 
     Predicts ``fc(class token) + aux_weight * max over patch tokens of
@@ -31,9 +31,9 @@ class RefinerClsHead(ClsHead):
             Defaults to 0.5.
         token_loss_weight (float): Weight of the token loss (the released
             ``dense_weight``). Defaults to 0.5.
-        init_cfg (dict, optional): Initialization config.
-            Defaults to truncated normal (std 0.02) for the Linear layers.
-        **kwargs: Loss, ``topk`` and ``cal_acc`` of :class:`ClsHead`.
+        **kwargs: ``init_cfg`` (truncated normal, std 0.02, for the Linear
+            layers by default) of :class:`FCClsHead`; loss, ``topk`` and
+            ``cal_acc`` of :class:`ClsHead`.
     """
 
     def __init__(self,
@@ -41,15 +41,8 @@ class RefinerClsHead(ClsHead):
                  in_channels: int,
                  aux_weight: float = 0.5,
                  token_loss_weight: float = 0.5,
-                 init_cfg: Optional[dict] = dict(
-                     type='TruncNormal', layer='Linear', std=.02, bias=0.),
                  **kwargs):
-        super().__init__(init_cfg=init_cfg, **kwargs)
-        if num_classes <= 0:
-            raise ValueError(f'num_classes must be positive, got '
-                             f'{num_classes}')
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels, **kwargs)
         self.aux_weight = aux_weight
         self.token_loss_weight = token_loss_weight
         self.fc = nn.Linear(in_channels, num_classes)

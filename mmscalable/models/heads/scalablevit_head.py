@@ -1,16 +1,16 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmpretrain.models.heads import ClsHead
 from torch import Tensor
 
 from mmscalable.registry import MODELS
+from .fc_cls_head import FCClsHead
 
 
 @MODELS.register_module()
-class ScalableViTClsHead(ClsHead):
+class ScalableViTClsHead(FCClsHead):
     """The classification head of ScalableViT.
 
     ``Linear(C, hidden) -> LayerNorm -> GELU -> Linear(hidden, classes)`` on
@@ -24,9 +24,9 @@ class ScalableViTClsHead(ClsHead):
             Defaults to ``dict(type='LN', eps=1e-6)``.
         act_cfg (dict): Activation of the hidden layer.
             Defaults to ``dict(type='GELU')``.
-        init_cfg (dict, optional): Initialization config.
-            Defaults to truncated normal (std 0.02) for the Linear layers.
-        **kwargs: Loss, ``topk`` and ``cal_acc`` of :class:`ClsHead`.
+        **kwargs: ``init_cfg`` (truncated normal, std 0.02, for the Linear
+            layers by default) of :class:`FCClsHead`; loss, ``topk`` and
+            ``cal_acc`` of :class:`ClsHead`.
     """
 
     def __init__(self,
@@ -35,15 +35,8 @@ class ScalableViTClsHead(ClsHead):
                  hidden_dims: int = 4096,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
-                 init_cfg: Optional[dict] = dict(
-                     type='TruncNormal', layer='Linear', std=.02, bias=0.),
                  **kwargs):
-        super().__init__(init_cfg=init_cfg, **kwargs)
-        if num_classes <= 0:
-            raise ValueError(f'num_classes must be positive, got '
-                             f'{num_classes}')
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels, **kwargs)
         self.hidden_fc = nn.Linear(in_channels, hidden_dims)
         self.hidden_norm = build_norm_layer(norm_cfg, hidden_dims)[1]
         self.act = build_activation_layer(act_cfg)
@@ -52,6 +45,3 @@ class ScalableViTClsHead(ClsHead):
     def pre_logits(self, feats: Tuple[Tensor]) -> Tensor:
         """The hidden features of the last stage's pooled output."""
         return self.act(self.hidden_norm(self.hidden_fc(feats[-1])))
-
-    def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        return self.fc(self.pre_logits(feats))
