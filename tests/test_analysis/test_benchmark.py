@@ -4,21 +4,23 @@ import json
 import os.path as osp
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmscalable.analysis import benchmark
 from mmscalable.analysis.benchmark import (ImplementationMismatch, Setting,
                                            check_agreement, failed_records,
-                                           markdown_table, named_models,
-                                           run_benchmark, sdpa_backends,
-                                           speedups, write_outputs)
+                                           isolation, markdown_table,
+                                           named_models, records,
+                                           run_benchmark, runner,
+                                           sdpa_backends, speedups,
+                                           write_outputs)
 from mmscalable.models import (GroupMixFormer, InteractiveWindowAttention,
                                RefinerViT, ScalableSelfAttention, ScalableViT)
-from mmscalable.models.layers import attention_impl
+from mmscalable.models.layers import dispatch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools/analysis_tools/benchmark.py')
@@ -74,16 +76,23 @@ def test_records_for_every_combination():
         assert 'peak_fraction' not in r  # no known peak for a CPU
         assert r['peak_rss_mib'] is None  # measured with isolate=True
         assert r['weights_mib'] > 0
+        assert r['compile'] is None
+        assert isinstance(r['backends'], dict)
         # The CPU's choice of the fast path attends without SDPA.
         assert r['sdpa_backends'] == {}
         # Refiner blocks say how they refined: the fused op for the fast
-        # path's inference (frozen norms), whole maps otherwise.
+        # path's inference (frozen norms), whole maps for its training.
         backends = r['refined_attention_backends']
         if r['model'].startswith('refiner'):
-            fused = r['impl'] == 'fast' and r['mode'] == 'inference'
-            assert list(backends) == ['fused' if fused else 'whole_map'], r
+            expected = ('reference' if r['impl'] == 'reference' else
+                        'ext' if r['mode'] == 'inference' else 'explicit')
+            assert list(backends) == [expected], r
         else:
             assert backends == {}
+        # The modules of the reference ran only the reference.
+        if r['impl'] == 'reference':
+            assert all(names == ['reference']
+                       for names in r['backends'].values()), r
     rows = speedups(results)
     assert len(rows) == 3 * 2 * 2
     assert all(r['fast_speedup'] > 0 for r in rows)
@@ -269,7 +278,7 @@ def test_records_name_the_sdpa_backends(model, monkeypatch):
     """With the GPU's choices (SDPA in the fast path) forced onto the CPU,
     every record of ScalableViT's fast path counts one SDPA call per
     attention; GroupMixFormer's factorised attention runs none."""
-    monkeypatch.setattr(attention_impl, 'prefers_one_launch', lambda x: True)
+    monkeypatch.setattr(dispatch, 'prefers_one_launch', lambda facts: True)
     results = run_benchmark([model], [Setting.parse('64x48:2')],
                             modes=('inference', 'train'),
                             dtypes=('fp32', ),
@@ -295,7 +304,7 @@ def test_records_name_the_sdpa_backends(model, monkeypatch):
     assert sum(inference.values()) == attentions
     assert set(inference) <= {'flash_cpu', 'math'}
     assert '| fast SDPA |' in table and 'reference SDPA' not in table
-    assert f'| {benchmark._backends_text(inference)} |' in table
+    assert f'| {records.backends_text(inference)} |' in table
 
 
 @pytest.mark.parametrize('text,match', [('224:64', 'HxW:BATCH'),
@@ -314,6 +323,61 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown dtype \\['fp8'\\]"):
         run_benchmark(['toy'], setting, dtypes=('fp8', ), device='cpu',
                       builders=builders)
+
+
+def test_records_name_the_dispatched_backends(monkeypatch):
+    """``backends`` holds what the layers' dispatch says each module ran,
+    for the model timed; an unmeasured record holds none."""
+    fake = types.ModuleType(dispatch.__name__)
+    fake.backends_used = lambda model: {
+        type(model).__name__: ['torch', 'extension']
+    }
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+
+    def unbuildable(impl):
+        raise RuntimeError('cannot build')
+
+    results = run_benchmark(['toy', 'broken'], [Setting.parse('16x16:1')],
+                            modes=('inference', ), dtypes=('fp32', ),
+                            device='cpu', warmup=0, repeats=1,
+                            count_model_flops=False,
+                            builders={
+                                'toy': lambda impl: _Toy(impl, 0.),
+                                'broken': unbuildable
+                            },
+                            log=_quiet)
+    assert [(r['model'], r['impl'], r['status'], r['backends'])
+            for r in results['records']] == [
+                ('toy', 'reference', 'ok', {'_Toy': ['extension', 'torch']}),
+                ('toy', 'fast', 'ok', {'_Toy': ['extension', 'torch']}),
+                ('broken', 'reference', 'error', {}),
+                ('broken', 'fast', 'error', {}),
+            ]
+
+
+def test_compiled_impls_are_refused(capsys):
+    """The fast path under torch.compile is a compile mode, not an
+    implementation; the message names the option."""
+    with pytest.raises(ValueError, match="compile_modes=\\('default', \\)"):
+        run_benchmark(['toy'], [Setting.parse('16x16:1')],
+                      impls=('reference', 'compile'), device='cpu',
+                      builders={'toy': lambda impl: _Toy(impl, 0.)})
+    with pytest.raises(ValueError, match='unknown compile mode'):
+        run_benchmark(['toy'], [Setting.parse('16x16:1')],
+                      compile_modes=('max-autotune', ), device='cpu',
+                      builders={'toy': lambda impl: _Toy(impl, 0.)})
+    tool = _load_tool()
+    for impl, option in [('compile', '--compile default'),
+                         ('graphs', '--compile reduce-overhead')]:
+        with pytest.raises(SystemExit):
+            tool.parse_args(['--impls', 'fast', impl, '--out', 'x'])
+        assert option in capsys.readouterr().err
+    args = tool.parse_args([
+        '--device', 'cpu', '--compile', 'default', 'reduce-overhead',
+        '--out', 'x'
+    ])
+    assert args.compile == ['default', 'reduce-overhead']
+    assert args.impls == ['reference', 'fast']
 
 
 def test_outputs(tmp_path):
@@ -350,7 +414,7 @@ def test_cli_exits_non_zero_after_a_mismatch(tmp_path, monkeypatch, capsys):
         'good': lambda impl: _Toy(impl, 0.)
     }
     monkeypatch.setattr(tool, 'named_models', lambda: toys)
-    monkeypatch.setattr(benchmark, 'named_models', lambda: toys)
+    monkeypatch.setattr(runner, 'named_models', lambda: toys)
     prefix = str(tmp_path / 'cli')
     status = tool.main([
         '--device', 'cpu', '--models', 'all', '--settings', '16x16:1',
@@ -405,20 +469,28 @@ def test_isolated_records_measure_peak_cpu_memory(tmp_path):
     assert 'Peak RSS: resident high-water mark of a fresh process' in table
 
 
+def _child(code):
+    """A fresh process that runs ``code`` with the task's arguments."""
+    return lambda *args: [sys.executable, '-c', code, *args]
+
+
 def test_isolated_failures_are_recorded(monkeypatch):
-    monkeypatch.setattr(benchmark, '_ISOLATED_CODE', 'raise SystemExit(3)')
+    monkeypatch.setattr(isolation, 'child_command',
+                        _child('raise SystemExit(3)'))
     results = _isolated_fast_run('64x64:1')
     [record] = results['records']
     assert record['status'] == 'error'
     assert 'exited with 3' in record['error']
+    assert record['backends'] == {}
     # A crash in the agreement check (the reference at a size it cannot
     # hold) is recorded against that size; the run goes on to the next.
     monkeypatch.setattr(
-        benchmark, '_ISOLATED_CODE',
-        'import os, signal, sys\n'
-        'if "96x96" in sys.argv[2]: os.kill(os.getpid(), signal.SIGSEGV)\n'
-        'from mmscalable.analysis.benchmark import run_isolated_task\n'
-        'run_isolated_task(*sys.argv[1:4])\n')
+        isolation, 'child_command',
+        _child('import os, signal, sys\n'
+               'if "96x96" in sys.argv[2]: '
+               'os.kill(os.getpid(), signal.SIGSEGV)\n'
+               'from mmscalable.analysis.benchmark.isolation import main\n'
+               'main()\n'))
     results = _isolated_fast_run('96x96:1', '64x64:1')
     crashed, measured = results['records']
     assert (crashed['setting'], crashed['status']) == ('96x96:1', 'error')
@@ -461,11 +533,11 @@ def test_compiled_column_on_cpu():
     results = run_benchmark(
         ['refiner-tiny'], [Setting.parse('64x64:2')],
         modes=('inference', 'train'), dtypes=('fp32', ),
-        impls=('reference', 'fast', 'compile'), device='cpu', warmup=1,
-        repeats=1, count_model_flops=False, builders=TINY_BUILDERS,
-        log=_quiet)
-    compiled = [r for r in results['records'] if r['impl'] == 'compile']
-    assert [r['status'] for r in compiled] == ['ok', 'ok']
+        compile_modes=('default', ), device='cpu', warmup=1, repeats=1,
+        count_model_flops=False, builders=TINY_BUILDERS, log=_quiet)
+    compiled = [r for r in results['records'] if r['compile'] == 'default']
+    assert [(r['impl'], r['status']) for r in compiled] == [('fast', 'ok'),
+                                                            ('fast', 'ok')]
     assert all(r['compile_speedup'] for r in speedups(results))
 
 
@@ -477,11 +549,13 @@ def test_cuda_graphs_column():
     results = run_benchmark(
         [model], [Setting.parse('64x64:2')],
         modes=('inference', ), dtypes=('fp32', ),
-        impls=('reference', 'fast', 'graphs'), device='cpu', warmup=1,
+        compile_modes=('reduce-overhead', ), device='cpu', warmup=1,
         repeats=1, count_model_flops=False, builders=TINY_BUILDERS,
         log=_quiet)
-    graphs = [r for r in results['records'] if r['impl'] == 'graphs']
-    assert [r['status'] for r in graphs] == ['ok']
+    graphs = [
+        r for r in results['records'] if r['compile'] == 'reduce-overhead'
+    ]
+    assert [(r['impl'], r['status']) for r in graphs] == [('fast', 'ok')]
     assert all(r['graphs_speedup'] for r in speedups(results))
     assert 'graphs / ref' in markdown_table(results)
 

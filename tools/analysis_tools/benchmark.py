@@ -4,9 +4,9 @@
 Writes ``<out>.json`` (every record), ``<out>.md`` (a table) and
 ``<out>.png`` (speed-ups). The JSON and the table are rewritten after every
 record, so that a run cut short keeps what it measured; the chart is drawn at
-the end. See ``mmscalable/analysis/benchmark.py`` for what is measured and
+the end. See ``mmscalable/analysis/benchmark/`` for what is measured and
 how. The named models are every variant of every backbone family
-(``mmscalable.models.checkpoint.FAMILIES``).
+(``mmscalable.models.families.FAMILIES``).
 
 A model whose fast and reference paths disagree, or that fails otherwise, is
 recorded as such (JSON, and the table's cells and notes) and the run goes on;
@@ -16,7 +16,7 @@ Examples:
     # Every model at three sizes on a GPU (about an hour on one H100).
     python tools/analysis_tools/benchmark.py --models all \\
         --settings 224x224:64 512x512:8 800x1344:2 \\
-        --impls reference fast compile \\
+        --compile default \\
         --out docs/benchmark/h100
 
     # Whole detectors and segmentors (needs mmdet / mmseg and mmcv's ops).
@@ -45,13 +45,23 @@ import env_check  # noqa: E402,F401  (first: names a missing package)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
 from mmscalable.analysis.benchmark import (  # noqa: E402
-    DTYPES, IMPLS, MODES, Setting, failed_records, format_record, named_models,
-    run_benchmark, write_outputs)
+    COMPILE_MODES, COMPILE_VARIANTS, DTYPES, IMPLS, MODES, Setting,
+    failed_records, format_record, named_models, run_benchmark, write_outputs)
 from mmscalable.compat import quiet_third_party_deprecations  # noqa: E402
 
 
-def parse_args(argv=None):
-    models = named_models()
+def _impl(text: str) -> str:
+    """An ``--impls`` value; the fast path under torch.compile is named by
+    ``--compile``."""
+    for mode, name in COMPILE_VARIANTS.items():
+        if text == name:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not an implementation: the fast path under '
+                f'torch.compile is timed with --compile {mode}')
+    return text
+
+
+def _parser(models) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         '--models',
@@ -68,8 +78,16 @@ def parse_args(argv=None):
                         choices=MODES)
     parser.add_argument('--dtypes', nargs='+', default=list(DTYPES),
                         choices=list(DTYPES))
-    parser.add_argument('--impls', nargs='+', default=['reference', 'fast'],
-                        choices=IMPLS)
+    parser.add_argument('--impls', nargs='+', default=list(IMPLS),
+                        choices=IMPLS, type=_impl)
+    parser.add_argument(
+        '--compile',
+        nargs='+',
+        default=[],
+        choices=COMPILE_MODES,
+        help='also time the fast path under torch.compile in each of these '
+        'modes (reduce-overhead replays CUDA graphs on GPUs); each model is '
+        'compiled before it is timed')
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=20)
@@ -99,6 +117,12 @@ def parse_args(argv=None):
         metavar='JSON',
         help='write the table and chart of an earlier run\'s JSON to --out '
         '(.md, .png) instead of running')
+    return parser
+
+
+def parse_args(argv=None):
+    models = named_models()
+    parser = _parser(models)
     args = parser.parse_args(argv)
     if args.render:
         return args
@@ -139,6 +163,7 @@ def main(argv=None) -> int:
         modes=args.modes,
         dtypes=args.dtypes,
         impls=args.impls,
+        compile_modes=args.compile,
         device=args.device,
         warmup=args.warmup,
         repeats=args.repeats,

@@ -27,7 +27,7 @@
 #          GroupMixFormer-S at 800x1344 batch 2, then fp32 at 224 and 512.
 #          FLOPs (and so the fraction of the bf16 peak) come from the first
 #          pass. BENCH_ARGS adds arguments to every pass, e.g.
-#          BENCH_ARGS='--impls reference fast graphs' for the CUDA-graphs
+#          BENCH_ARGS='--compile reduce-overhead' for the CUDA-graphs
 #          column (torch.compile with mode='reduce-overhead'; it compiles
 #          every model first).
 # Before any stage it checks that torch, mmengine, mmcv, yapf, platformdirs
