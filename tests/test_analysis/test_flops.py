@@ -10,7 +10,7 @@ from mmengine.config import Config
 from tiny_backbones import BACKBONES
 
 from mmscalable.analysis import flops
-from mmscalable.models.layers import attention_impl
+from mmscalable.models.layers import dispatch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_DET = osp.join(ROOT,
@@ -140,8 +140,8 @@ def test_flops_do_not_depend_on_the_implementation(family, choice,
     count is that of the reference path all the same."""
     if choice == 'gpu-choice':
         # The GPU's fused formulations (SDPA) forced onto the CPU.
-        monkeypatch.setattr(attention_impl, 'prefers_one_launch',
-                            lambda x: True)
+        monkeypatch.setattr(dispatch, 'prefers_one_launch',
+                            lambda facts: True)
     fast = BACKBONES[family](
         attn_impl='fast', **FAST_SETTINGS.get(family, {})).train()
     reference = BACKBONES[family](attn_impl='reference')

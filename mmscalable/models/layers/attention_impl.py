@@ -8,9 +8,9 @@ computes it. Both use the same parameters, so a checkpoint runs either way;
 the benchmark times one against the other and the tests check that they
 agree.
 
-What ``'fast'`` does on a given device follows one rule,
-:func:`uses_one_launch`; this module also holds the attention kernels the
-two paths share.
+What ``'fast'`` computes for a call is decided in one place,
+:func:`mmscalable.models.layers.dispatch.select_backend`; this module also
+holds the attention kernels the backends share.
 """
 from typing import Optional
 
@@ -48,25 +48,6 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def prefers_one_launch(x: Tensor) -> bool:
-    """Whether fused formulations pay for ``x``'s device.
-
-    On a GPU these backbones are bound by kernel launches and memory
-    traffic (the reference reaches 2-8% of an H100's bf16 peak), so the fast
-    paths attend with ``F.scaled_dot_product_attention``, which never
-    writes the weights to memory. On the CPU, measured on 2 cores
-    (docs/benchmark/), the CPU SDPA kernels on these shapes (thousands of
-    queries, tens to hundreds of keys) are slower than the plain
-    computation, so the fast path attends as the reference does there.
-    """
-    return x.device.type != 'cpu'
-
-
-def uses_one_launch(impl: str, x: Tensor) -> bool:
-    """Whether ``impl`` runs its fused formulations (SDPA) for ``x``: ``'fast'`` on a device that :func:`prefers_one_launch`."""
-    return impl == 'fast' and prefers_one_launch(x)
-
-
 def explicit_attention(query: Tensor,
                        key: Tensor,
                        value: Tensor,
@@ -89,16 +70,17 @@ def attend(query: Tensor,
            value: Tensor,
            scale: float,
            dropout: nn.Dropout,
-           impl: str,
+           backend: str,
            key_mask: Optional[Tensor] = None) -> Tensor:
-    """``softmax(scale * Q K^T) V``: with SDPA where ``impl``
-    :func:`uses_one_launch` on the query's device, else explicitly.
+    """``softmax(scale * Q K^T) V``: with SDPA where ``backend`` is
+    ``'sdpa'`` (:func:`~mmscalable.models.layers.dispatch.select_backend`),
+    else explicitly.
 
     ``dropout`` is the module of the attention weights; its rate and
     training flag give SDPA's ``dropout_p``. ``key_mask`` is True where a
     key may be attended.
     """
-    if not uses_one_launch(impl, query):
+    if backend != 'sdpa':
         return explicit_attention(query, key, value, scale, dropout, key_mask)
     return F.scaled_dot_product_attention(
         query,

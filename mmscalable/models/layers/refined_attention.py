@@ -23,7 +23,6 @@ same result exactly in chunks of query rows
 sizes fit in memory.
 """
 import math
-from itertools import chain
 from typing import Optional, Tuple
 
 import torch
@@ -32,13 +31,14 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 
-from mmscalable.ops import fused_kernel_applies, fused_refined_attention
+from mmscalable.ops import fused_refined_attention
 from mmscalable.registry import MODELS
 from .attention_impl import check_impl
 from .chunked_refined_attention import (RefinementSpec,
                                         chunked_chained_attention,
                                         chunked_refiner_attention,
                                         rows_per_chunk)
+from .dispatch import select_backend
 from .fused_convs import fold_batch_norm, is_frozen_batch_norm
 
 
@@ -130,11 +130,13 @@ class RefinedAttention(BaseModule):
         init_cfg (dict, optional): Initialization config. Defaults to None.
 
     Attributes:
-        backend (str | None): How the last call of a refiner block computed
-            its refined maps: ``'fused'`` (the compiled op,
-            :func:`mmscalable.ops.fused_kernel_applies`), ``'chunked'`` or
-            ``'whole_map'``; None before the first call and for attention
-            blocks. The benchmark reports it.
+        backend (str | None): The backend of the last call
+            (:func:`~mmscalable.models.layers.dispatch.select_backend`):
+            ``'reference'``; for a refiner block ``'ext'`` (the compiled
+            fused op, :func:`mmscalable.ops.fused_kernel_applies`),
+            ``'chunked'`` or ``'explicit'`` (the whole refined map); for an
+            attention block ``'chunked'`` or ``'explicit'``. None before
+            the first call.
     """
 
     def __init__(self,
@@ -223,41 +225,36 @@ class RefinedAttention(BaseModule):
                        chunk_rows: Optional[int]) -> Tensor:
         """A refiner block's ``refine(prev_attn) @ v``, (B, heads, N, d)."""
         v = self._split_heads(self.v(x))
-        if self._uses_fused_op(prev_attn, v):
-            self.backend = 'fused'
+        self.backend = select_backend(
+            self, x, prev_attn=prev_attn, value=v, chunk_rows=chunk_rows)
+        if self.backend == 'ext':
             return fused_refined_attention(prev_attn, v,
                                            *self._folded_refinement())
-        if chunk_rows is None:
-            self.backend = 'whole_map'
-            return self._refined_map(prev_attn) @ v
-        self.backend = 'chunked'
-        return chunked_refiner_attention(self._refinement_spec(), prev_attn, v,
-                                         chunk_rows)
+        if self.backend == 'chunked':
+            return chunked_refiner_attention(self._refinement_spec(),
+                                             prev_attn, v, chunk_rows)
+        return self._refined_map(prev_attn) @ v
 
-    def _uses_fused_op(self, prev_attn: Tensor, value: Tensor) -> bool:
-        """Whether the compiled fused refinement computes this call: the
-        fast path, frozen norms (nothing to learn about batch statistics)
-        and a kernel that takes these maps
-        (:func:`mmscalable.ops.fused_kernel_applies`)."""
-        if self.impl != 'fast':
-            return False
+    @property
+    def hidden_channels(self) -> int:
+        """The expanded channels E of the refinement."""
+        return self.num_heads * self.expand_ratio
+
+    def fusable(self) -> bool:
+        """Whether the compiled fused refinement can stand for this refiner
+        block as it is: frozen norms (nothing to learn about batch
+        statistics), ReLU6 activations, a 3x3 depthwise conv and convs
+        without bias. :func:`~mmscalable.models.layers.dispatch.select_backend`
+        adds what the call decides (the kernel's device, dtype and sizes)."""
         expand, depthwise, reduce = self.refinement.layers
         norms = (expand.norm, depthwise.norm, reduce.norm, self.refined_norm)
-        if not (all(is_frozen_batch_norm(norm) for norm in norms)
+        return (all(is_frozen_batch_norm(norm) for norm in norms)
                 and all(
                     isinstance(layer.activate, nn.ReLU6)
                     for layer in (expand, depthwise))
                 and depthwise.conv.kernel_size == (3, 3)
                 and all(layer.conv.bias is None
-                        for layer in (expand, depthwise, reduce))):
-            return False
-        params = chain(self.refinement.parameters(),
-                       self.refined_norm.parameters())
-        needs_grad = torch.is_grad_enabled() and (
-            prev_attn.requires_grad or value.requires_grad
-            or any(p.requires_grad for p in params))
-        return fused_kernel_applies(prev_attn, expand.conv.out_channels,
-                                    value.shape[-1], needs_grad)
+                        for layer in (expand, depthwise, reduce)))
 
     def _folded_refinement(self) -> Tuple[Tensor, ...]:
         """The refinement's convs with their frozen norms and the block's
@@ -292,7 +289,8 @@ class RefinedAttention(BaseModule):
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads,
                                       self.head_dims).permute(2, 0, 3, 1,
                                                               4).unbind(0)
-        if chunk_rows is None:
+        self.backend = select_backend(self, x, chunk_rows=chunk_rows)
+        if self.backend != 'chunked':
             passed_on = self._chained_map(q, k, prev_attn)
             return passed_on @ v, passed_on
         return chunked_chained_attention(q, k, v, prev_attn, self.scale,

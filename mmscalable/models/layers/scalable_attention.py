@@ -12,7 +12,8 @@ cut with reshapes; ``'fast'`` (the default) attends on GPUs with
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels, with a
 key mask for padded windows) and cuts windows with the extension's kernels.
 On the CPU, where SDPA measured slower on these shapes, it attends
-explicitly (``attention_impl.uses_one_launch``), with fewer copies and
+explicitly (``dispatch.select_backend``: ``'explicit'``, not ``'sdpa'``),
+with fewer copies and
 calls than the reference: IWSA cuts the qkv map into per-head windows with
 one copy and attends with batched matmuls, SSA projects the reduced context
 with a matmul on the tokens instead of a 1x1 convolution. The benchmark
@@ -31,8 +32,9 @@ from mmscalable.ops import (window_partition, window_partition_reference,
                             window_reverse, window_reverse_reference)
 from mmscalable.registry import MODELS
 from mmscalable.torch_compat import is_compiling
-from .attention_impl import attend, check_impl, uses_one_launch
+from .attention_impl import attend, check_impl
 from .conv_position_encoding import map_to_tokens, tokens_to_map
+from .dispatch import select_backend
 
 
 @MODELS.register_module()
@@ -152,8 +154,14 @@ class ScalableSelfAttention(BaseModule):
         self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
-    def reduce_context(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
-        """Reduce (B, N, C) tokens to the (B, N', C') key/value context."""
+    def reduce_context(self,
+                       x: Tensor,
+                       hw_shape: Sequence[int],
+                       backend: Optional[str] = None) -> Tensor:
+        """Reduce (B, N, C) tokens to the (B, N', C') key/value context
+        (with the call's ``backend``, selected here if not given)."""
+        if backend is None:
+            backend = select_backend(self, x)
         context = tokens_to_map(x, hw_shape)
         ratio = self.spatial_ratio
         pad_h = -hw_shape[0] % ratio
@@ -161,7 +169,7 @@ class ScalableSelfAttention(BaseModule):
         if pad_h or pad_w:
             context = F.pad(context, (0, pad_w, 0, pad_h))
         context = self.spatial_reduction(context)
-        if self.impl == 'fast' and not uses_one_launch(self.impl, x):
+        if backend == 'explicit':
             # The 1x1 projection as the matmul it is, on the tokens: the
             # CPU takes a slower convolution kernel for it.
             projection = self.channel_projection
@@ -188,16 +196,17 @@ class ScalableSelfAttention(BaseModule):
             Tensor: Tokens of shape (B, H * W, C).
         """
         B, N, _ = x.shape
+        backend = select_backend(self, x)
         query = self._split_heads(self.q(x))
         context = (
-            self.reduce_context(x, hw_shape) if self.spatial_ratio > 1 else x)
+            self.reduce_context(x, hw_shape, backend)
+            if self.spatial_ratio > 1 else x)
         if self.joint_kv:
             key, value = self.kv(context).chunk(2, dim=-1)
         else:
             key, value = self.k(context), self.v(context)
         key, value = self._split_heads(key), self._split_heads(value)
-        out = attend(query, key, value, self.scale, self.attn_drop,
-                     self.impl)
+        out = attend(query, key, value, self.scale, self.attn_drop, backend)
         out = out.transpose(1, 2).reshape(B, N, self.value_dims)
         return self.proj_drop(self.proj(out))
 
@@ -315,16 +324,20 @@ class InteractiveWindowAttention(BaseModule):
         Returns:
             Tensor: Tokens of shape (B, H * W, C).
         """
-        if self.impl == 'fast' and not uses_one_launch(self.impl, x):
+        backend = select_backend(self, x)
+        if backend == 'explicit':
             return self._forward_head_windows(x, hw_shape)
         C = x.shape[2]
         qkv = self.qkv(x)
         value_map = tokens_to_map(qkv[..., 2 * C:], hw_shape)
         local = map_to_tokens(self.local_interaction(value_map))
-        out = self.attend_windows(qkv, hw_shape)
+        out = self.attend_windows(qkv, hw_shape, backend)
         return self.proj_drop(self.proj(out + local))
 
-    def attend_windows(self, qkv: Tensor, hw_shape: Sequence[int]) -> Tensor:
+    def attend_windows(self,
+                       qkv: Tensor,
+                       hw_shape: Sequence[int],
+                       backend: Optional[str] = None) -> Tensor:
         """The window attention of the qkv tokens: windows cut (padded and
         masked), attended, and put back in raster order.
 
@@ -334,10 +347,14 @@ class InteractiveWindowAttention(BaseModule):
         Args:
             qkv (Tensor): The qkv projection, (B, H * W, 3 * C).
             hw_shape (Sequence[int]): The map size (H, W).
+            backend (str, optional): The call's backend (``'sdpa'`` attends
+                with SDPA, another explicitly); selected here if None.
 
         Returns:
             Tensor: The attention output, (B, H * W, C).
         """
+        if backend is None:
+            backend = select_backend(self, qkv)
         B, N, C3 = qkv.shape
         C = C3 // 3
         H, W = hw_shape
@@ -350,8 +367,8 @@ class InteractiveWindowAttention(BaseModule):
         mask = self.padding_mask(hw_shape, qkv.device)
         if mask is not None:
             mask = mask.repeat(B, 1, 1, 1)
-        out = attend(query, key, value, self.scale, self.attn_drop,
-                     self.impl, mask)
+        out = attend(query, key, value, self.scale, self.attn_drop, backend,
+                     mask)
         out = out.transpose(1, 2).reshape(num_windows, ws * ws, C)
         if self.impl == 'reference':
             out = window_reverse_reference(out, ws, H, W)
