@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tiny_backbones import tiny_backbone
 
 from mmscalable.analysis.benchmark import (ImplementationMismatch, Setting,
                                            check_agreement, failed_records,
@@ -18,27 +19,19 @@ from mmscalable.analysis.benchmark import (ImplementationMismatch, Setting,
                                            run_benchmark, runner,
                                            sdpa_backends, speedups,
                                            write_outputs)
-from mmscalable.models import (GroupMixFormer, InteractiveWindowAttention,
-                               RefinerViT, ScalableSelfAttention, ScalableViT)
+from mmscalable.models import InteractiveWindowAttention, ScalableSelfAttention
+from mmscalable.models.families import FAMILIES
 from mmscalable.models.layers import dispatch
+from mmscalable.models.layers.dispatch import BACKENDS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools/analysis_tools/benchmark.py')
 
+# The tiny model of every family, named <family>-tiny.
 TINY_BUILDERS = {
-    'scalablevit-tiny':
-    lambda impl: ScalableViT(
-        arch=dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1],
-                  num_heads=[1, 2, 3, 4], channel_ratios=[1.25, 1, 1, 1]),
-        attn_impl=impl),
-    'groupmixformer-tiny':
-    lambda impl: GroupMixFormer(
-        arch=dict(embed_dims=[40, 40, 80, 80], depths=[1, 1, 1, 1],
-                  mlp_ratios=[2, 2, 2, 2]),
-        attn_impl=impl),
-    'refiner-tiny':
-    lambda impl: RefinerViT(
-        arch=dict(embed_dims=48, depth=4, num_heads=4), attn_impl=impl),
+    f'{name}-tiny':
+    (lambda name: lambda impl: tiny_backbone(name, attn_impl=impl))(name)
+    for name in FAMILIES
 }
 
 
@@ -57,6 +50,26 @@ def test_models_are_every_variant_of_every_family():
     ]
 
 
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_every_family_is_in_the_benchmark(family):
+    spec = FAMILIES[family]
+    assert [n for n in named_models() if n in spec.model_names
+            ] == spec.model_names
+    name = f'{family}-tiny'
+    results = run_benchmark(
+        [name], [Setting.parse('64x48:1')],
+        modes=('inference', 'train'), dtypes=('fp32', ),
+        impls=('reference', 'fast'), device='cpu', warmup=0, repeats=1,
+        builders={name: TINY_BUILDERS[name]}, log=_quiet)
+    for r in results['records']:
+        assert r['status'] == 'ok', r
+        assert r['agreement_rel_error'] < 1e-4
+        assert spec.attention in r['backends'], r
+        expected = {'reference'} if r['impl'] == 'reference' else set(
+            BACKENDS) - {'reference'}
+        assert set(r['backends'][spec.attention]) <= expected, r
+
+
 def test_records_for_every_combination():
     results = run_benchmark(
         list(TINY_BUILDERS), [Setting.parse('64x48:2')],
@@ -64,7 +77,7 @@ def test_records_for_every_combination():
         impls=('reference', 'fast'), device='cpu', warmup=1, repeats=2,
         builders=TINY_BUILDERS, log=_quiet)
     records = results['records']
-    assert len(records) == 3 * 2 * 2 * 2
+    assert len(records) == len(TINY_BUILDERS) * 2 * 2 * 2
     assert results['device'] == 'cpu'
     for r in records:
         assert r['status'] == 'ok', r
@@ -94,7 +107,7 @@ def test_records_for_every_combination():
             assert all(names == ['reference']
                        for names in r['backends'].values()), r
     rows = speedups(results)
-    assert len(rows) == 3 * 2 * 2
+    assert len(rows) == len(TINY_BUILDERS) * 2 * 2
     assert all(r['fast_speedup'] > 0 for r in rows)
 
 
