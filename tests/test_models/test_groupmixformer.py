@@ -4,9 +4,14 @@ from mmengine.config import Config
 
 from mmscalable.models import GroupMixAttention, GroupMixFormer
 from mmscalable.models.checkpoint import groupmixformer_official_to_mmcls
+from mmscalable.models.families import FAMILIES
 
-TINY = dict(embed_dims=[40, 80, 80, 120], depths=[1, 2, 2, 1],
-            mlp_ratios=[4, 4, 2, 2])
+# Wider and deeper stages than the family's tiny arch.
+TINY = dict(
+    FAMILIES['groupmixformer'].tiny_arch,
+    embed_dims=[40, 80, 80, 120],
+    depths=[1, 2, 2, 1],
+    mlp_ratios=[4, 4, 2, 2])
 
 
 def tiny(**kwargs):

@@ -1,9 +1,11 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
 """What the backbones share: argument and input checks, and
-``BaseBackbone`` (frozen stages, ``norm_eval``, activation checkpointing and
-pretrained loading)."""
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+``BaseBackbone`` (the loop over stages and their outputs, frozen stages,
+``norm_eval``, activation checkpointing and pretrained loading)."""
+from typing import (Callable, Dict, Iterable, List, Optional, Sequence, Tuple,
+                    Union)
 
+import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
@@ -90,6 +92,27 @@ def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
     return arch
 
 
+def stage_drop_path_rates(drop_path_rate: float,
+                          depths: Sequence[int]) -> List[List[float]]:
+    """Stochastic depth of every block, rising linearly from 0 over all
+    ``depths`` blocks to ``drop_path_rate``, as one list per stage."""
+    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+    firsts = [sum(depths[:i]) for i in range(len(depths))]
+    return [
+        rates[first:first + depth] for first, depth in zip(firsts, depths)
+    ]
+
+
+def contiguous_map(x: Tensor) -> Tensor:
+    """A (B, C, H, W) map as the backbones return it: contiguous NCHW.
+
+    A token-to-map view is channels-last, which convs pass on to the neck,
+    and mmcv's CPU RoIAlign reads channels-last features as NCHW (wrong RoI
+    features, no error).
+    """
+    return x.contiguous()
+
+
 def checkpoint_if(enabled: bool, fn: Callable, *args):
     """``fn(*args)``; with ``enabled`` (a block's ``with_cp``) and a tensor
     argument that requires grad, its activations are recomputed in backward
@@ -130,12 +153,16 @@ class BaseBackbone(BaseModule):
 
     - ``_frozen_modules(i)``: the modules that stage ``i`` freezes, if it
       takes ``frozen_stages``; ``num_stages`` bounds ``frozen_stages``.
+    - ``_normalize_output(i, x)``: stage ``i``'s output through its output
+      norm, if its output norms are not norms of the map named
+      ``norm{i}``.
     - ``_init_default_weights()``: its initialization when ``init_cfg`` is
       None (after mmengine's), if it has one.
     - ``official_converter``, ``is_official`` and ``optional_missing``
       (class attributes) for pretrained loading, or ``load_pretrained``.
 
-    Its blocks call ``checkpoint_if(self.with_cp, fn, x)``.
+    Its forward may run its stages with ``_forward_stages``; its blocks
+    call ``checkpoint_if(self.with_cp, fn, x)``.
 
     Args:
         frozen_stages (int): Stages to freeze (parameters fixed, eval mode);
@@ -183,6 +210,32 @@ class BaseBackbone(BaseModule):
                 module.eval()
                 for param in module.parameters():
                     param.requires_grad = False
+
+    def _forward_stages(self, x: Tensor,
+                        stages: Iterable[Callable[[Tensor], Tensor]]
+                        ) -> Tuple[Tensor, ...]:
+        """Run ``stages`` on ``x`` in turn, each on the map the previous
+        one returns, up to the last of ``self.out_indices``.
+
+        Returns:
+            tuple[Tensor]: For each of ``out_indices``, that stage's map
+            through its output norm (``_normalize_output``), contiguous.
+        """
+        outs = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(contiguous_map(self._normalize_output(i, x)))
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
+
+    def _normalize_output(self, i: int, x: Tensor) -> Tensor:
+        """The output ``x`` of stage ``i`` through the stage's output norm:
+        by default the map through ``norm{i}`` where the backbone has
+        one."""
+        norm = getattr(self, f'norm{i}', None)
+        return x if norm is None else norm(x)
 
     def train(self, mode: bool = True):
         super().train(mode)

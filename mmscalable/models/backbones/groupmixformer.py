@@ -16,21 +16,35 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule, build_norm_layer
-from mmcv.cnn.bricks.drop import build_dropout
-from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList, Sequential
 from torch import Tensor
 
 from mmscalable.registry import MODELS
 from ..checkpoint import (groupmixformer_official_to_mmcls,
                           is_official_groupmixformer)
-from ..layers import (ConvPositionEncoding, GroupMixAttention,
-                      ffn_eval_branch, map_to_tokens, tokens_to_map)
+from ..layers import ConvPositionEncoding, GroupMixAttention
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
-                   init_transformer_weights, parse_arch, parse_out_indices)
+                   init_transformer_weights, parse_arch, parse_out_indices,
+                   stage_drop_path_rates)
+from .pre_norm_block import PreNormBlock
 
 
-class GroupMixBlock(BaseModule):
+# Token and map views of each other that keep the layout: a channels-last
+# map's tokens are contiguous and the reverse. (``tokens_to_map`` gives the
+# map of one image a batch stride for which convs do not keep the
+# channels-last layout, and ``map_to_tokens`` of their NCHW output then
+# makes transposed tokens.)
+def _tokens_of(x: Tensor) -> Tensor:
+    """The (B, H * W, C) tokens of a (B, C, H, W) map, a view."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _map_of(x: Tensor, hw_shape: Sequence[int]) -> Tensor:
+    """The (B, C, H, W) map of (B, H * W, C) tokens, a view."""
+    return x.unflatten(1, tuple(hw_shape)).permute(0, 3, 1, 2)
+
+
+class GroupMixBlock(PreNormBlock):
     """A conv position encoding, then pre-norm Group-Mix Attention and MLP.
 
     Args:
@@ -70,11 +84,9 @@ class GroupMixBlock(BaseModule):
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
+        super().__init__(with_cp=with_cp, init_cfg=init_cfg)
         self.pos_conv = ConvPositionEncoding(embed_dims)
-        self.norm1 = build_norm_layer(block_norm_cfg, embed_dims)[1]
-        self.attn = GroupMixAttention(
+        attn = GroupMixAttention(
             embed_dims,
             num_heads,
             qkv_bias=qkv_bias,
@@ -82,40 +94,22 @@ class GroupMixBlock(BaseModule):
             norm_cfg=norm_cfg,
             act_cfg=act_cfg,
             impl=attn_impl)
-        self.drop_path = build_dropout(
-            dict(type='DropPath', drop_prob=drop_path_rate))
-        self.norm2 = build_norm_layer(block_norm_cfg, embed_dims)[1]
-        self.ffn = FFN(
-            embed_dims=embed_dims,
-            feedforward_channels=int(embed_dims * mlp_ratio),
-            num_fcs=2,
-            ffn_drop=drop_rate,
-            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
-            act_cfg=ffn_act_cfg,
-            add_identity=True)
+        self._init_pre_norm_layers(
+            embed_dims,
+            attn,
+            mlp_ratio=mlp_ratio,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            norm_cfg=block_norm_cfg,
+            act_cfg=ffn_act_cfg)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
-        """Tokens (B, N, C) of an (H, W) map; same shape out. With
-        ``attn_impl='fast'`` the tokens are contiguous (see
-        :class:`GroupMixStage`)."""
+        """Tokens (B, N, C) of an (H, W) map; same shape out."""
 
         def _inner_forward(x):
-            if self.attn.impl == 'fast':
-                # The tokens seen as a channels-last map: the position
-                # encoding's conv keeps that layout and its output is a
-                # token view.
-                B, N, C = x.shape
-                feat = x.view(B, *hw_shape, C).permute(0, 3, 1, 2)
-                x = x + self.pos_conv.proj(feat).permute(0, 2, 3,
-                                                         1).reshape(B, N, C)
-            else:
-                x = self.pos_conv(x, hw_shape)
-            if not self.training:
-                # Dropout and drop path are identities in eval mode.
-                x = x + self.attn(self.norm1(x), hw_shape)
-                return ffn_eval_branch(self.ffn, self.norm2(x), x)
-            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-            return self.ffn(self.norm2(x), identity=x)
+            # ``pos_conv(x, hw_shape)`` on views that keep the layout.
+            x = x + _tokens_of(self.pos_conv.proj(_map_of(x, hw_shape)))
+            return self._residual_branches(x, hw_shape)
 
         return checkpoint_if(self.with_cp, _inner_forward, x)
 
@@ -170,22 +164,19 @@ class GroupMixStage(BaseModule):
         ])
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride))."""
+        """(B, C_in, H, W) to (B, C, ceil(H / stride), ceil(W / stride)).
+
+        The blocks' tokens are a view of the patch embedding's map and the
+        output a view of theirs, so that a channels-last map (see
+        ``GroupMixFormer.channels_last``) gives contiguous tokens, which
+        the blocks' norms and linear layers read in place.
+        """
         x = self.patch_embed(x)
         hw_shape = x.shape[2:]
-        if self.blocks and self.blocks[0].attn.impl == 'fast':
-            # Contiguous tokens (a view of a channels-last map), so that the
-            # norms and linear layers of every block read them in place; the
-            # output is a channels-last view of them.
-            B, C, H, W = x.shape
-            tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, C)
-            for block in self.blocks:
-                tokens = block(tokens, hw_shape)
-            return tokens.view(B, H, W, C).permute(0, 3, 1, 2)
-        tokens = map_to_tokens(x)
+        tokens = _tokens_of(x)
         for block in self.blocks:
             tokens = block(tokens, hw_shape)
-        return tokens_to_map(tokens, hw_shape)
+        return _map_of(tokens, hw_shape)
 
 
 @MODELS.register_module()
@@ -227,9 +218,10 @@ class GroupMixFormer(BaseBackbone):
         with_cp (bool): Gradient checkpointing of every block.
             Defaults to False.
         attn_impl (str): How the attentions are computed: ``'fast'`` (fused
-            segment convs and norms) or ``'reference'`` (one module per
-            segment as in the official code; same weights, same results, for
-            benchmarks). Defaults to ``'fast'``.
+            segment convs and norms, on channels-last maps) or
+            ``'reference'`` (one module per segment as in the official
+            code; same weights, same results, for benchmarks).
+            Defaults to ``'fast'``.
         init_cfg (dict, optional): Initialization config. ``type='Pretrained'``
             loads a checkpoint of this backbone, of an mmpretrain classifier
             (with ``prefix='backbone.'``) or an official GroupMixFormer
@@ -303,19 +295,41 @@ class GroupMixFormer(BaseBackbone):
                                         ('embed_dims', 'depths', 'mlp_ratios'),
                                         self.num_stages, 'GroupMixFormer')
         self.embed_dims = list(self.arch_settings['embed_dims'])
-        depths = self.arch_settings['depths']
         self.in_channels = in_channels
         self.attn_impl = attn_impl
         self.out_indices = parse_out_indices(out_indices, self.num_stages)
         self.final_norm = final_norm
 
+        self.stem = self._build_stem(norm_cfg, act_cfg)
+        self.stages = self._build_stages(
+            drop_path_rate,
+            norm_cfg,
+            act_cfg,
+            block_cfg=dict(
+                num_heads=num_heads,
+                qkv_bias=qkv_bias,
+                drop_rate=drop_rate,
+                block_norm_cfg=block_norm_cfg,
+                ffn_act_cfg=ffn_act_cfg,
+                with_cp=with_cp,
+                attn_impl=attn_impl))
+        last = self.num_stages - 1
+        if final_norm:
+            self.add_module(
+                f'norm{last}',
+                build_norm_layer(norm_cfg, self.embed_dims[last])[1])
+        self._freeze_stages()
+
+    def _build_stem(self, norm_cfg: dict, act_cfg: dict) -> Sequential:
+        """Two stride-2 3x3 convs to half, then all, of the first stage's
+        channels."""
         stem_dims = self.embed_dims[0]
         stem_convs = []
         with warnings.catch_warnings():
             # The official stem convs have a bias before their BatchNorm;
             # keep it (the checkpoints have it) without ConvModule's warning.
             warnings.filterwarnings('ignore', 'Unnecessary conv bias')
-            for conv_in, conv_out in ((in_channels, stem_dims // 2),
+            for conv_in, conv_out in ((self.in_channels, stem_dims // 2),
                                       (stem_dims // 2, stem_dims)):
                 stem_convs.append(
                     ConvModule(
@@ -327,39 +341,36 @@ class GroupMixFormer(BaseBackbone):
                         bias=True,
                         norm_cfg=norm_cfg,
                         act_cfg=act_cfg))
-        self.stem = Sequential(*stem_convs)
+        return Sequential(*stem_convs)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate,
-                                         sum(depths)).tolist()
-        self.stages = ModuleList()
-        stage_in_channels = stem_dims
-        for i in range(self.num_stages):
-            first = sum(depths[:i])
-            self.stages.append(
+    def _build_stages(self, drop_path_rate: float, norm_cfg: dict,
+                      act_cfg: dict, block_cfg: dict) -> ModuleList:
+        depths = self.arch_settings['depths']
+        stages = ModuleList()
+        stage_in_channels = self.embed_dims[0]
+        for i, drop_path_rates in enumerate(
+                stage_drop_path_rates(drop_path_rate, depths)):
+            stages.append(
                 GroupMixStage(
                     in_channels=stage_in_channels,
                     embed_dims=self.embed_dims[i],
                     depth=depths[i],
                     stride=self.stage_strides[i],
                     mlp_ratio=self.arch_settings['mlp_ratios'][i],
-                    drop_path_rates=drop_path_rates[first:first + depths[i]],
+                    drop_path_rates=drop_path_rates,
                     norm_cfg=norm_cfg,
                     act_cfg=act_cfg,
-                    block_cfg=dict(
-                        num_heads=num_heads,
-                        qkv_bias=qkv_bias,
-                        drop_rate=drop_rate,
-                        block_norm_cfg=block_norm_cfg,
-                        ffn_act_cfg=ffn_act_cfg,
-                        with_cp=with_cp,
-                        attn_impl=attn_impl)))
+                    block_cfg=block_cfg))
             stage_in_channels = self.embed_dims[i]
-        last = self.num_stages - 1
-        if final_norm:
-            self.add_module(
-                f'norm{last}',
-                build_norm_layer(norm_cfg, self.embed_dims[last])[1])
-        self._freeze_stages()
+        return stages
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the backbone runs on channels-last maps: with the fast
+        attentions, where the convs run faster so (oneDNN) and every
+        stage's tokens are a view of its map. The reference keeps the
+        input's layout, as the official code."""
+        return self.attn_impl == 'fast'
 
     def _init_default_weights(self):
         # The official initialization: timm's for Linear and LayerNorm,
@@ -389,21 +400,6 @@ class GroupMixFormer(BaseBackbone):
         check_image_input(x, self.in_channels,
                           self.stem_stride * math.prod(self.stage_strides),
                           type(self).__name__)
-        if self.attn_impl == 'fast':
-            # The convs run channels-last (faster with oneDNN), so the first
-            # stage's tokens are a view of its patch embedding.
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
-        outs = []
-        last = self.num_stages - 1
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(x) if (
-                    i == last and self.final_norm) else x
-                # Contiguous NCHW: mmcv's CPU RoIAlign reads channels-last
-                # features (which a token-to-map view is) as NCHW.
-                outs.append(out.contiguous())
-            if i == self.out_indices[-1]:
-                break
-        return tuple(outs)
+        return self._forward_stages(self.stem(x), self.stages)

@@ -15,19 +15,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
-from mmcv.cnn.bricks.drop import build_dropout
-from mmcv.cnn.bricks.transformer import FFN
 from mmengine.logging import MMLogger, print_log
-from mmengine.model import BaseModule, ModuleList, Sequential
+from mmengine.model import ModuleList, Sequential
 from mmengine.model.weight_init import trunc_normal_init
 from torch import Tensor
 
 from mmscalable.registry import MODELS
 from ..checkpoint import (is_official_refiner, load_pretrained_backbone,
                           refiner_official_to_mmcls)
-from ..layers import RefinedAttention, ffn_eval_branch
+from ..layers import RefinedAttention, ffn_eval_branch, tokens_to_map
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
-                   init_transformer_weights, parse_arch, parse_out_indices)
+                   contiguous_map, init_transformer_weights, parse_arch,
+                   parse_out_indices, stage_drop_path_rates)
+from .pre_norm_block import PreNormBlock
 
 
 def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
@@ -49,7 +49,7 @@ def resize_pos_embed(pos_embed: Tensor, src_grid: Sequence[int],
     return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
 
-class RefinerBlock(BaseModule):
+class RefinerBlock(PreNormBlock):
     """The released block wrapper around a ``RefinedAttention`` and an MLP.
 
     ``x + 2 * attn(norm1(x / 2))`` then ``x + 2 * mlp(norm2(x / 2))``.
@@ -101,10 +101,8 @@ class RefinerBlock(BaseModule):
                  attn_memory_budget: int = 256 * 2**20,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = RefinedAttention(
+        super().__init__(with_cp=with_cp, init_cfg=init_cfg)
+        attn = RefinedAttention(
             embed_dims,
             num_heads,
             refine=refine,
@@ -115,15 +113,13 @@ class RefinerBlock(BaseModule):
             norm_cfg=map_norm_cfg,
             impl=attn_impl,
             memory_budget=attn_memory_budget)
-        self.drop_path = build_dropout(
-            dict(type='DropPath', drop_prob=drop_path_rate))
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.ffn = FFN(
-            embed_dims=embed_dims,
-            feedforward_channels=int(embed_dims * mlp_ratio),
-            num_fcs=2,
-            ffn_drop=drop_rate,
-            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+        self._init_pre_norm_layers(
+            embed_dims,
+            attn,
+            mlp_ratio=mlp_ratio,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            norm_cfg=norm_cfg,
             act_cfg=act_cfg,
             add_identity=False,
             layer_scale_init_value=layer_scale_init_value)
@@ -270,7 +266,36 @@ class RefinerViT(BaseBackbone):
         self.pos_grid = (img_size[0] // self.patch_size,
                          img_size[1] // self.patch_size)
 
-        stem, channels = [], in_channels
+        self.stem = self._build_stem(stem_norm_cfg)
+        self.patch_projection = nn.Conv2d(self.stem_channels[-1],
+                                          self.embed_dims,
+                                          self.patch_size // 2,
+                                          self.patch_size // 2)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1],
+                        self.embed_dims))
+        self.drop_after_pos = nn.Dropout(drop_rate)
+        self.blocks = self._build_blocks(
+            drop_path_rate,
+            mlp_ratio=mlp_ratio,
+            expand_ratio=expand_ratio,
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            norm_cfg=norm_cfg,
+            map_norm_cfg=map_norm_cfg,
+            attn_impl=attn_impl,
+            attn_memory_budget=attn_memory_budget,
+            with_cp=with_cp)
+        self.final_norm = final_norm
+        if final_norm:
+            self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
+        self._register_load_state_dict_pre_hook(self._fit_loaded_pos_embed)
+
+    def _build_stem(self, norm_cfg: dict) -> Sequential:
+        """A stride-2 7x7 conv, then 3x3 convs, to ``stem_channels``."""
+        stem, channels = [], self.in_channels
         for i, out_channels in enumerate(self.stem_channels):
             stem.append(
                 ConvModule(
@@ -280,42 +305,24 @@ class RefinerViT(BaseBackbone):
                     stride=2 if i == 0 else 1,
                     padding=3 if i == 0 else 1,
                     bias=False,
-                    norm_cfg=stem_norm_cfg,
+                    norm_cfg=norm_cfg,
                     act_cfg=dict(type='ReLU')))
             channels = out_channels
-        self.stem = Sequential(*stem)
-        self.patch_projection = nn.Conv2d(channels, self.embed_dims,
-                                          self.patch_size // 2,
-                                          self.patch_size // 2)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1],
-                        self.embed_dims))
-        self.drop_after_pos = nn.Dropout(drop_rate)
+        return Sequential(*stem)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate,
-                                         self.depth).tolist()
-        self.blocks = ModuleList([
+    def _build_blocks(self, drop_path_rate: float,
+                      **block_cfg) -> ModuleList:
+        """Attention blocks at even indices, refiner blocks at odd ones."""
+        drop_path_rates = stage_drop_path_rates(drop_path_rate,
+                                                [self.depth])[0]
+        return ModuleList([
             RefinerBlock(
                 self.embed_dims,
                 self.num_heads,
                 refine=i % 2 == 1,
-                mlp_ratio=mlp_ratio,
-                expand_ratio=expand_ratio,
-                qkv_bias=qkv_bias,
-                drop_rate=drop_rate,
-                attn_drop_rate=attn_drop_rate,
                 drop_path_rate=drop_path_rates[i],
-                norm_cfg=norm_cfg,
-                map_norm_cfg=map_norm_cfg,
-                attn_impl=attn_impl,
-                attn_memory_budget=attn_memory_budget,
-                with_cp=with_cp) for i in range(self.depth)
+                **block_cfg) for i in range(self.depth)
         ])
-        self.final_norm = final_norm
-        if final_norm:
-            self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
-        self._register_load_state_dict_pre_hook(self._fit_loaded_pos_embed)
 
     def _init_default_weights(self):
         # The official initialization: timm's for Linear, LayerNorm and the
@@ -525,13 +532,23 @@ class RefinerViT(BaseBackbone):
             x, attn = block(x, attn)
             if i < num_maps:
                 maps.append(attn)
-            if i not in self.out_indices:
-                continue
-            out = x
-            if i == self.depth - 1 and self.final_norm:
-                out = x = self.norm(x)
-            if self.out_type == 'featmap':
-                out = out[:, 1:].transpose(1, 2).reshape(B, -1, h, w)
-                out = out.contiguous()
-            outs.append(out)
+            if i in self.out_indices:
+                outs.append(self._block_output(i, x, (h, w)))
         return tuple(outs), tuple(maps)
+
+    def _normalize_output(self, i: int, x: Tensor) -> Tensor:
+        """Block ``i``'s tokens, through the final norm for the last
+        block."""
+        if i == self.depth - 1 and self.final_norm:
+            return self.norm(x)
+        return x
+
+    def _block_output(self, i: int, x: Tensor,
+                      grid: Tuple[int, int]) -> Tensor:
+        """Block ``i``'s output: its (B, 1 + h * w, C) tokens through
+        their norm, or with ``out_type='featmap'`` the map of the patch
+        tokens of the (h, w) ``grid``."""
+        x = self._normalize_output(i, x)
+        if self.out_type == 'featmap':
+            return contiguous_map(tokens_to_map(x[:, 1:], grid))
+        return x

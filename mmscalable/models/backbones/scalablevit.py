@@ -10,11 +10,9 @@ LayerNorm, and arbitrary input sizes.
 import math
 from typing import Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.drop import build_dropout
-from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
+from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init
 from torch import Tensor
@@ -22,12 +20,14 @@ from torch import Tensor
 from mmscalable.registry import MODELS
 from ..checkpoint import is_official_scalablevit, scalablevit_official_to_mmcls
 from ..layers import (ConvPositionEncoding, InteractiveWindowAttention,
-                      ScalableSelfAttention, ffn_eval_branch, tokens_to_map)
+                      ScalableSelfAttention, map_to_tokens, tokens_to_map)
 from .base import (BaseBackbone, check_image_input, checkpoint_if,
-                   init_transformer_weights, parse_arch, parse_out_indices)
+                   init_transformer_weights, parse_arch, parse_out_indices,
+                   stage_drop_path_rates)
+from .pre_norm_block import PreNormBlock
 
 
-class ScalableViTBlock(BaseModule):
+class ScalableViTBlock(PreNormBlock):
     """A pre-norm transformer block with IWSA or SSA and an MLP.
 
     Args:
@@ -75,11 +75,9 @@ class ScalableViTBlock(BaseModule):
                  with_cp: bool = False,
                  attn_impl: str = 'fast',
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        super().__init__(with_cp=with_cp, init_cfg=init_cfg)
         if attn_type == 'iwsa':
-            self.attn = InteractiveWindowAttention(
+            attn = InteractiveWindowAttention(
                 embed_dims,
                 num_heads,
                 window_size=window_size,
@@ -88,7 +86,7 @@ class ScalableViTBlock(BaseModule):
                 proj_drop_rate=drop_rate,
                 impl=attn_impl)
         elif attn_type == 'ssa':
-            self.attn = ScalableSelfAttention(
+            attn = ScalableSelfAttention(
                 embed_dims,
                 num_heads,
                 spatial_ratio=spatial_ratio,
@@ -101,29 +99,19 @@ class ScalableViTBlock(BaseModule):
         else:
             raise ValueError(
                 f"attn_type must be 'iwsa' or 'ssa', got {attn_type!r}")
-        self.drop_path = build_dropout(
-            dict(type='DropPath', drop_prob=drop_path_rate))
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.ffn = FFN(
-            embed_dims=embed_dims,
-            feedforward_channels=int(embed_dims * mlp_ratio),
-            num_fcs=2,
-            ffn_drop=drop_rate,
-            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
-            act_cfg=act_cfg,
-            add_identity=True)
+        self._init_pre_norm_layers(
+            embed_dims,
+            attn,
+            mlp_ratio=mlp_ratio,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg)
 
     def forward(self, x: Tensor, hw_shape: Sequence[int]) -> Tensor:
-        if not self.training and not self.with_cp:
-            # Dropout and drop path are identities in eval mode.
-            x = x + self.attn(self.norm1(x), hw_shape)
-            return ffn_eval_branch(self.ffn, self.norm2(x), x)
-
-        def _inner_forward(x):
-            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-            return self.ffn(self.norm2(x), identity=x)
-
-        return checkpoint_if(self.with_cp, _inner_forward, x)
+        """Tokens (B, N, C) of an (H, W) map; same shape out."""
+        return checkpoint_if(self.with_cp, self._residual_branches, x,
+                             hw_shape)
 
 
 class ScalableViTStage(BaseModule):
@@ -176,14 +164,14 @@ class ScalableViTStage(BaseModule):
         ])
         self.pos_conv = ConvPositionEncoding(embed_dims)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        """Map (B, C_in, H, W) to tokens (B, h * w, C) and (h, w)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) to (B, C, h, w), a view of the blocks' tokens."""
         x, hw_shape = self.patch_embed(x)
         for i, block in enumerate(self.blocks):
             x = block(x, hw_shape)
             if i == 0:
                 x = self.pos_conv(x, hw_shape)
-        return x, hw_shape
+        return tokens_to_map(x, hw_shape)
 
 
 @MODELS.register_module()
@@ -303,12 +291,10 @@ class ScalableViT(BaseBackbone):
         self.in_channels = in_channels
         self.out_indices = parse_out_indices(out_indices, self.num_stages)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate,
-                                         sum(depths)).tolist()
         self.stages = ModuleList()
         stage_in_channels = in_channels
-        for i in range(self.num_stages):
-            first = sum(depths[:i])
+        for i, drop_path_rates in enumerate(
+                stage_drop_path_rates(drop_path_rate, depths)):
             self.stages.append(
                 ScalableViTStage(
                     in_channels=stage_in_channels,
@@ -317,7 +303,7 @@ class ScalableViT(BaseBackbone):
                     num_heads=self.arch_settings['num_heads'][i],
                     patch_size=self.patch_sizes[i],
                     patch_kernel_size=self.patch_kernel_sizes[i],
-                    drop_path_rates=drop_path_rates[first:first + depths[i]],
+                    drop_path_rates=drop_path_rates,
                     norm_cfg=norm_cfg,
                     block_cfg=dict(
                         window_size=window_size,
@@ -370,17 +356,9 @@ class ScalableViT(BaseBackbone):
         """
         check_image_input(x, self.in_channels, math.prod(self.patch_sizes),
                           type(self).__name__)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            tokens, hw_shape = stage(x)
-            if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(tokens)
-                # Contiguous NCHW: the token-to-map view is channels-last,
-                # which convs pass on to the neck, and mmcv's CPU RoIAlign
-                # reads channels-last features as NCHW (wrong RoI features,
-                # no error).
-                outs.append(tokens_to_map(out, hw_shape).contiguous())
-            if i == self.out_indices[-1]:
-                break
-            x = tokens_to_map(tokens, hw_shape)
-        return tuple(outs)
+        return self._forward_stages(x, self.stages)
+
+    def _normalize_output(self, i: int, x: Tensor) -> Tensor:
+        # The output norms are LayerNorms of the tokens.
+        tokens = getattr(self, f'norm{i}')(map_to_tokens(x))
+        return tokens_to_map(tokens, x.shape[2:])
