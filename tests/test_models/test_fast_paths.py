@@ -1,6 +1,5 @@
 """The fast attention paths compute what the reference paths compute."""
 import contextlib
-import copy
 
 import pytest
 import torch
@@ -8,21 +7,25 @@ import torch
 from mmscalable.models import (GroupMixAttention, GroupMixFormer,
                                InteractiveWindowAttention, RefinedAttention,
                                RefinerViT, ScalableSelfAttention, ScalableViT)
-from mmscalable.models.layers import attention_impl
-from mmscalable.models.layers.attention_impl import (explicit_attention,
-                                                     uses_one_launch)
+from mmscalable.models.families import FAMILIES
+from mmscalable.models.layers import dispatch
+from mmscalable.models.layers.attention_impl import explicit_attention
 from mmscalable.models.layers.fused_convs import (InferenceCache,
                                                   fold_batch_norm)
 
+# The families' tiny archs, deeper, with a channel ratio below one and
+# wider GroupMixFormer stages.
 SCALABLE_TINY = dict(
-    embed_dims=[16, 32, 48, 64],
+    FAMILIES['scalablevit'].tiny_arch,
     depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 3, 4],
     channel_ratios=[1.25, 0.5, 1, 1])
 GROUPMIX_TINY = dict(
-    embed_dims=[40, 80, 80, 120], depths=[1, 2, 1, 1],
+    FAMILIES['groupmixformer'].tiny_arch,
+    embed_dims=[40, 80, 80, 120],
+    depths=[1, 2, 1, 1],
     mlp_ratios=[4, 4, 2, 2])
-REFINER_TINY = dict(embed_dims=32, depth=2, num_heads=2)
+REFINER_TINY = dict(
+    FAMILIES['refiner'].tiny_arch, embed_dims=32, depth=2, num_heads=2)
 
 
 @pytest.fixture(params=['cpu-choice', 'gpu-choice'], autouse=True)
@@ -30,8 +33,8 @@ def fused_choice(request, monkeypatch):
     """Run every test with the CPU's choices of the fast path and with the
     GPU's (SDPA) forced onto the CPU."""
     if request.param == 'gpu-choice':
-        monkeypatch.setattr(attention_impl, 'prefers_one_launch',
-                            lambda x: True)
+        monkeypatch.setattr(dispatch, 'prefers_one_launch',
+                            lambda facts: True)
     return request.param
 
 
@@ -241,11 +244,15 @@ def test_unknown_impl_is_named(build):
 
 
 def test_one_launch_rule(fused_choice):
-    """'fast' runs the fused formulations where the device prefers them;
-    'reference' never does."""
-    x = torch.zeros(1)
-    assert not uses_one_launch('reference', x)
-    assert uses_one_launch('fast', x) == (fused_choice == 'gpu-choice')
+    """'fast' runs the fused formulations (SDPA) where the device prefers
+    them; 'reference' never does."""
+    x = torch.zeros(1, 16, 8)
+    fast = ScalableSelfAttention(8, 2, spatial_ratio=2)
+    reference = ScalableSelfAttention(8, 2, spatial_ratio=2,
+                                      impl='reference')
+    assert dispatch.select_backend(reference, x) == 'reference'
+    assert dispatch.select_backend(fast, x) == (
+        'sdpa' if fused_choice == 'gpu-choice' else 'explicit')
 
 
 def test_gma_fast_needs_parameter_free_activation():

@@ -2,8 +2,8 @@
 """Convert an official checkpoint to an mmpretrain classifier checkpoint.
 
 ``python tools/model_converters/official2mmscalable.py FAMILY SRC DST
-[--ema | --no-ema]``; ``--help`` says what the output is for and lists the families of
-:data:`mmscalable.models.families.FAMILIES`. The per-family scripts
+[--ema | --no-ema]``; ``--help`` says what the output is for and lists the
+families of :data:`mmscalable.models.families.FAMILIES`. The per-family scripts
 (``scalablevit2mmscalable.py SRC DST``, ...) call :func:`main` with their
 family.
 """

@@ -31,7 +31,10 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from torch import Tensor
 
-from mmscalable.torch_compat import is_compiling
+from mmscalable.ops import fused_kernel_applies
+from mmscalable.torch_compat import (get_autocast_dtype, is_autocast_enabled,
+                                     is_compiling)
+from .fused_convs import depthwise_op_applies, depthwise_op_pays
 
 BACKENDS = ('reference', 'explicit', 'sdpa', 'ext', 'chunked')
 
@@ -42,7 +45,8 @@ class CallFacts:
 
     Args:
         device (str): The input's device type (``'cpu'``, ``'cuda'``).
-        dtype (torch.dtype): The input's dtype.
+        dtype (torch.dtype): The dtype the call computes in: the input's,
+            or autocast's where autocast is on.
         training (bool): The module's training flag.
         needs_grad (bool): Whether a backward will run through the call.
         compiling (bool): Whether ``torch.compile`` / ``torch.export`` is
@@ -67,9 +71,14 @@ def call_facts(module: nn.Module, x: Tensor,
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(t.requires_grad for t in others)
         or any(p.requires_grad for p in module.parameters()))
+    device = x.device.type
+    dtype = x.dtype
+    if x.is_floating_point() and is_autocast_enabled(device):
+        # What the module's matmuls and convs compute in.
+        dtype = get_autocast_dtype(device)
     return CallFacts(
-        device=x.device.type,
-        dtype=x.dtype,
+        device=device,
+        dtype=dtype,
         training=module.training,
         needs_grad=needs_grad,
         compiling=is_compiling(),
@@ -193,9 +202,21 @@ def _refined_attention_rule(module: nn.Module,
     # The fused op computes a refiner block's refine(A) @ v where its
     # kernel takes the maps (device, dtype, size; not under a tracer;
     # no deterministic backward on CUDA) and the norms are frozen.
-    from mmscalable.ops import fused_kernel_applies
     if (module.refine and value is not None and module.fusable()
             and fused_kernel_applies(prev_attn, module.hidden_channels,
                                      value.shape[-1], facts.needs_grad)):
         return 'ext'
     return 'chunked' if chunk_rows is not None else 'explicit'
+
+
+@backend_rule('GroupMixAttention')
+def _group_mix_attention_rule(module: nn.Module, facts: CallFacts,
+                              hw_shape: Tuple[int, int]) -> str:
+    # The depthwise convs of the proxies and of the position encoding as
+    # one compiled op each, where the op's kernel computes them on the
+    # call's device and dtype and is the faster way there.
+    x = torch.empty(0, dtype=facts.dtype, device=facts.device)
+    if (depthwise_op_applies(module.depthwise_convs(), x)
+            and depthwise_op_pays(x, hw_shape)):
+        return 'ext'
+    return 'explicit'

@@ -429,4 +429,3 @@ class InteractiveWindowAttention(BaseModule):
         if self.impl == 'reference':
             return window_partition_reference(x, self.window_size)
         return window_partition(x, self.window_size)
-
