@@ -102,12 +102,12 @@ class BackboneFamily:
     @property
     def backbone_class(self) -> type:
         """The registered backbone class."""
-        return _registered(self.backbone)
+        return registered_class(self.backbone)
 
     @property
     def attention_class(self) -> type:
         """The registered attention class."""
-        return _registered(self.attention)
+        return registered_class(self.attention)
 
     @property
     def archs(self) -> List[str]:
@@ -158,7 +158,9 @@ class BackboneFamily:
             where_to_get=self.checkpoint_page)
 
 
-def _registered(name: str) -> type:
+def registered_class(name: str) -> type:
+    """The class registered as ``name`` in the ``mmscalable`` MODELS
+    registry; the error names it."""
     import mmscalable.models  # noqa: F401  (registers the models)
     from mmscalable.registry import MODELS
     cls = MODELS.get(name)

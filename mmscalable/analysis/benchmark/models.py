@@ -28,14 +28,10 @@ def _families() -> Mapping:
     return FAMILIES
 
 
-def _registered(backbone: str) -> type:
-    import mmscalable.models  # noqa: F401  (registers the backbones)
-    from mmscalable.registry import MODELS as REGISTRY
-    cls = REGISTRY.get(backbone)
-    if cls is None:
-        raise KeyError(f'{backbone} is not registered in the mmscalable '
-                       'MODELS registry')
-    return cls
+def registered_class(name: str) -> type:
+    """The class registered as ``name`` (mmscalable's MODELS registry)."""
+    from mmscalable.models.families import registered_class
+    return registered_class(name)
 
 
 def backbone_builder(backbone: str, arch: Union[str, dict],
@@ -52,7 +48,7 @@ def backbone_builder(backbone: str, arch: Union[str, dict],
     def build(impl: str) -> nn.Module:
         # The class itself, not ``REGISTRY.build``: a default scope left by
         # a whole-model builder (mmdet, mmseg) would redirect the lookup.
-        return _registered(backbone)(
+        return registered_class(backbone)(
             arch=arch, attn_impl=impl, drop_path_rate=0., **kwargs)
 
     return build
@@ -67,7 +63,7 @@ def arch_builders(backbone: str, model_prefix: str) -> Dict[str, Builder]:
         model_prefix (str): The first part of the model names.
     """
     from mmscalable.models.checkpoint import canonical_archs
-    archs = canonical_archs(_registered(backbone).arch_zoo)
+    archs = canonical_archs(registered_class(backbone).arch_zoo)
     return {
         f'{model_prefix}-{arch}': backbone_builder(backbone, arch)
         for arch in archs
