@@ -21,8 +21,9 @@ it, where mmpretrain would only warn and return random weights.
 import importlib.util
 import os.path as osp
 import re
+import sys
 from functools import lru_cache
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 PACKAGE_ROOT = osp.dirname(osp.abspath(__file__))
 CONVERTER = osp.join('tools', 'model_converters', 'official2mmscalable.py')
@@ -115,10 +116,10 @@ def _weights_entry_class():
 
 def register_classification_models() -> List[str]:
     """Add the image-classification entries of every family's metafile
-    (:data:`mmscalable.models.families.FAMILIES`) to mmpretrain's
-    ``ModelHub`` (configs by absolute path); a name already there is left
-    as it is. Returns the names added (none without mmpretrain or a model
-    index). A family registered later is added by calling it again."""
+    (:func:`family_classifiers`) to mmpretrain's ``ModelHub`` (configs by
+    absolute path); a name already there is left as it is. Returns the
+    names added (none without mmpretrain or a model index). A family
+    registered later is added by calling it again."""
     path = model_index_path()
     if path is None or importlib.util.find_spec('mmpretrain') is None:
         return []
@@ -130,30 +131,38 @@ def register_classification_models() -> List[str]:
     root = osp.dirname(path)
     entry_class = _weights_entry_class()
     added = []
-    for family, classifiers in family_classifiers(root).items():
+    for family, classifiers in family_classifiers(path).items():
         added += _add_to_hub(ModelHub, classifiers, family, root,
                              entry_class)
     return added
 
 
-def family_classifiers(root: str) -> Dict[str, list]:
-    """{family: its image-classification entries} of the metafile in each
-    family's config folder (relative to ``root`` unless absolute)."""
+def family_classifiers(index_path: str) -> Dict[str, list]:
+    """{family: its image-classification entries}: those of the model
+    index, by config folder (``configs/<family>/``), and those of the
+    metafile in the config folder of each family of
+    :data:`mmscalable.models.families.FAMILIES` that the index lacks (a
+    family registered from outside the package)."""
     from modelindex.load_model_index import load
+    classifiers: Dict[str, list] = {}
 
-    from mmscalable.models.families import FAMILIES
-    classifiers = {}
-    for family in FAMILIES.values():
-        metafile = osp.join(root, family.configs, 'metafile.yml')
-        if not osp.isfile(metafile):
-            continue
-        index = load(metafile)
+    def add(index, family_of: Callable) -> None:
         index.build_models_with_collections()
-        classifiers[family.name] = [
-            model for model in index.models
+        for model in index.models:
             if 'Image Classification' in {r.task
-                                          for r in model.results or []}
-        ]
+                                          for r in model.results or []}:
+                classifiers.setdefault(family_of(model), []).append(model)
+
+    add(load(index_path), lambda model: osp.basename(
+        osp.dirname(model.config)))
+    # The table is read only once the models are imported: importing them
+    # here would make `import mmscalable` import every task library.
+    families = sys.modules.get('mmscalable.models.families')
+    root = osp.dirname(index_path)
+    for family in getattr(families, 'FAMILIES', {}).values():
+        metafile = osp.join(root, family.configs, 'metafile.yml')
+        if family.name not in classifiers and osp.isfile(metafile):
+            add(load(metafile), lambda model, name=family.name: name)
     return classifiers
 
 
