@@ -58,7 +58,11 @@ STAMP="$VENV/.mmscalable-build"
 BUILD_HASH="$(cat setup.py $(find mmscalable/ops/csrc -type f 2>/dev/null | sort) | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$BUILD_HASH" ] || ! "$PY" -c 'import mmscalable' 2>/dev/null; then
   log "installing mmscalable (editable) and building mmscalable._ext"
-  "${PIP[@]}" -q --no-build-isolation --no-deps -e .
+  # setuptools tells every editable install of a flat layout that a folder
+  # named like the package in the working directory may shadow it; here that
+  # folder is the installed package itself.
+  PYTHONWARNINGS="ignore:Editable installation" \
+    "${PIP[@]}" -q --no-build-isolation --no-deps -e .
   echo "$BUILD_HASH" > "$STAMP"
 fi
 log "ready: $("$PY" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")')"
