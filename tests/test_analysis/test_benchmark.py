@@ -87,6 +87,12 @@ def test_records_for_every_combination():
         assert r['agreement_rel_error'] < 1e-4
         assert r['peak_memory_mib'] is None  # not measured on the CPU
         assert 'peak_fraction' not in r  # no known peak for a CPU
+        # Of the matmul throughput measured in the run, for its dtype.
+        assert 0 < r['matmul_fraction'] < 1, r
+        assert r['matmul_fraction'] == pytest.approx(
+            2 * r['gflops_per_image'] * 1e9 *
+            (3 if r['mode'] == 'train' else 1) * r['images_per_s'] /
+            results['matmul_flops_per_s'][r['dtype']])
         assert r['peak_rss_mib'] is None  # measured with isolate=True
         assert r['weights_mib'] > 0
         assert r['compile'] is None
@@ -106,6 +112,10 @@ def test_records_for_every_combination():
         if r['impl'] == 'reference':
             assert all(names == ['reference']
                        for names in r['backends'].values()), r
+    assert set(results['matmul_flops_per_s']) == {'fp32', 'bf16'}
+    assert all(f > 1e9 for f in results['matmul_flops_per_s'].values())
+    table = markdown_table(results)
+    assert 'fast % matmul' in table and 'GFLOP/s, bf16' in table
     rows = speedups(results)
     assert len(rows) == len(TINY_BUILDERS) * 2 * 2
     assert all(r['fast_speedup'] > 0 for r in rows)

@@ -1,18 +1,26 @@
 # Copyright (c) mmscalable contributors. All rights reserved.
-"""The FLOPs of one image and the fraction of the GPU's bf16 peak that a
-record achieved.
+"""The FLOPs of one image, and the fraction of the GPU's bf16 peak and of
+the machine's measured matmul throughput that a record achieved.
 
 FLOPs are counted with mmengine's ``FlopAnalyzer`` (fvcore's convention:
 one multiply-add is one FLOP, as the papers report them); the achieved
-fraction counts 2 FLOPs per multiply-add, and 3x the forward for a training
-step.
+fractions count 2 FLOPs per multiply-add, and 3x the forward for a
+training step. The matmul throughput is that of ``torch.mm`` on large
+square matrices of the record's dtype, measured in the same run: how fast
+this machine multiplies matrices at all, a CPU's limit as much as a GPU's.
 """
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from .models import Setting
+from .timing import DTYPES, median_seconds
+
+# The side of the square matrices whose product measures the matmul
+# throughput: large enough for full speed (about 0.1 s per product in fp32
+# on 2 CPU cores).
+MATMUL_SIZE = 2048
 
 # Dense bf16 tensor-core peaks (no sparsity), in FLOP/s, by a substring of
 # ``torch.cuda.get_device_name``; the first match wins.
@@ -76,3 +84,26 @@ def peak_fraction(macs: float, mode: str, images_per_s: float,
     """
     work = 2 * macs * (3 if mode == 'train' else 1)
     return work * images_per_s / peak
+
+
+def matmul_throughput(device: torch.device,
+                      dtype: torch.dtype,
+                      size: int = MATMUL_SIZE,
+                      repeats: int = 3) -> float:
+    """FLOP/s of ``torch.mm`` on two ``size`` x ``size`` matrices of
+    ``dtype`` on ``device`` (median of ``repeats`` after one untimed)."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    with torch.inference_mode():
+        seconds = median_seconds(lambda: torch.mm(a, b), device, 1, repeats)
+    return 2 * size**3 / seconds
+
+
+def matmul_throughputs(device: torch.device, dtypes: Sequence[str],
+                       size: int = MATMUL_SIZE) -> Dict[str, float]:
+    """:func:`matmul_throughput` for each of ``dtypes`` (``'fp32'``,
+    ``'bf16'``)."""
+    return {
+        dtype: matmul_throughput(device, DTYPES[dtype], size)
+        for dtype in dtypes
+    }

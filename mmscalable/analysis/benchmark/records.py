@@ -189,6 +189,8 @@ def format_record(record: dict) -> str:
                  f"(weights {record['weights_mib']:.1f} MiB)")
     if record.get('peak_fraction') is not None:
         text += f", {100 * record['peak_fraction']:.1f}% of bf16 peak"
+    if record.get('matmul_fraction') is not None:
+        text += f", {100 * record['matmul_fraction']:.1f}% of matmul"
     if record.get('sdpa_backends'):
         text += f", SDPA {backends_text(record['sdpa_backends'])}"
     if record.get('refined_attention_backends'):

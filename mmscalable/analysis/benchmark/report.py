@@ -89,6 +89,8 @@ class _Columns:
         variants (list[str]): The variants timed, of :data:`VARIANTS`.
         memory (bool): Peak GPU memory was measured.
         fraction (bool): The fraction of the bf16 peak was computed.
+        matmul (bool): The fraction of the measured matmul throughput was
+            computed.
         weights (bool): The weights' size was recorded.
         rss (bool): Peak resident memory was measured.
         sdpa (list[str]): The variants whose records ran SDPA.
@@ -96,6 +98,7 @@ class _Columns:
     variants: List[str]
     memory: bool
     fraction: bool
+    matmul: bool
     weights: bool
     rss: bool
     sdpa: List[str]
@@ -113,6 +116,7 @@ class _Columns:
             variants=variants,
             memory=recorded('peak_memory_mib'),
             fraction=recorded('peak_fraction'),
+            matmul=recorded('matmul_fraction'),
             weights=recorded('weights_mib'),
             rss=recorded('peak_rss_mib'),
             sdpa=[
@@ -138,6 +142,7 @@ class _Columns:
         header += [f'{v} peak RSS MiB' for v in variants] if self.rss else []
         header += [f'{v} / ref' for v in self.ratios]
         header += ['fast % bf16 peak'] if self.fraction else []
+        header += ['fast % matmul'] if self.matmul else []
         header += [f'{v} SDPA' for v in self.sdpa]
         return header
 
@@ -170,8 +175,22 @@ def _row(key: Tuple, by_variant: Dict[str, dict], columns: _Columns,
     if columns.fraction:
         fraction = (by_variant.get('fast') or {}).get('peak_fraction')
         cells.append('-' if fraction is None else f'{100 * fraction:.1f}%')
+    if columns.matmul:
+        fraction = (by_variant.get('fast') or {}).get('matmul_fraction')
+        cells.append('-' if fraction is None else f'{100 * fraction:.1f}%')
     cells += [_sdpa_cell(by_variant.get(v)) for v in columns.sdpa]
     return cells
+
+
+def _matmul_note(throughputs: Optional[Dict[str, float]]) -> str:
+    """What the '% matmul' column is a fraction of."""
+    if not throughputs:
+        return ''
+    measured = ', '.join(f'{dtype} {flops / 1e9:.0f} GFLOP/s'
+                         for dtype, flops in throughputs.items())
+    return (f' % matmul: the fast path\'s FLOP/s (2 per multiply-add, 3x '
+            'the forward for a training step) over torch.mm on large '
+            f'square matrices, measured in this run ({measured}).')
 
 
 def markdown_table(results: dict) -> str:
@@ -187,6 +206,7 @@ def markdown_table(results: dict) -> str:
         about += (' Peak RSS: resident high-water mark of a fresh process '
                   'per record while it builds the model and runs the calls, '
                   'interpreter and imports included.')
+    about += _matmul_note(results.get('matmul_flops_per_s'))
     lines = [
         about, '', '| ' + ' | '.join(header) + ' |',
         '|' + ' --- |' * len(header)

@@ -16,7 +16,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from .agreement import check_setting
-from .flop_count import bf16_peak, peak_fraction
+from .flop_count import (MATMUL_SIZE, bf16_peak, matmul_throughputs,
+                         peak_fraction)
 from .memory import weights_mib
 from .models import (COMPILE_MODES, IMPLS, Builder, ModelPair, Setting,
                      named_models, resolve_builder)
@@ -83,6 +84,7 @@ class _Run:
     warmup: int
     repeats: int
     peak: Optional[float]
+    matmul: Dict[str, float]
     count_model_flops: bool
     isolate: bool
     log: Callable[[str], None]
@@ -142,10 +144,13 @@ def _time_record(name: str, setting: Setting, mode: str, dtype: str,
         record.update(
             _measure_in_process(pair, setting, mode, dtype, impl,
                                 compile_mode, run))
-    if record['status'] == 'ok' and macs and run.peak and dtype == 'bf16':
-        record['peak_fraction'] = peak_fraction(macs, mode,
-                                                record['images_per_s'],
-                                                run.peak)
+    if record['status'] == 'ok' and macs:
+        if run.peak and dtype == 'bf16':
+            record['peak_fraction'] = peak_fraction(
+                macs, mode, record['images_per_s'], run.peak)
+        if dtype in run.matmul:
+            record['matmul_fraction'] = peak_fraction(
+                macs, mode, record['images_per_s'], run.matmul[dtype])
     return record
 
 
@@ -234,7 +239,8 @@ def run_benchmark(models: Sequence[str],
                   builders: Optional[Dict[str, Builder]] = None,
                   log: Callable[[str], None] = print,
                   isolate: bool = False,
-                  out_prefix: Optional[str] = None) -> dict:
+                  out_prefix: Optional[str] = None,
+                  matmul_size: int = MATMUL_SIZE) -> dict:
     """Benchmark every combination; returns the JSON-ready results.
 
     A model that cannot be built, fails its agreement check or fails while
@@ -272,6 +278,11 @@ def run_benchmark(models: Sequence[str],
         out_prefix (str, optional): Rewrite ``<out_prefix>.json`` and
             ``<out_prefix>.md`` after every record (see
             :func:`write_outputs`).
+        matmul_size (int): The side of the square matrices whose product
+            measures the matmul throughput of each dtype, at the start of
+            the run (with ``count_model_flops``); each record's achieved
+            FLOP/s is given as a fraction of it (``matmul_fraction``).
+            Defaults to :data:`MATMUL_SIZE`.
     """
     if isolate and builders is not None:
         raise ValueError('isolate=True builds each model by its name in a '
@@ -288,6 +299,8 @@ def run_benchmark(models: Sequence[str],
         warmup=warmup,
         repeats=repeats,
         peak=peak_flops if peak_flops is not None else bf16_peak(device),
+        matmul=(matmul_throughputs(device, dtypes, matmul_size)
+                if count_model_flops else {}),
         count_model_flops=count_model_flops,
         isolate=isolate,
         log=log)
@@ -296,6 +309,7 @@ def run_benchmark(models: Sequence[str],
                 if device.type == 'cuda' else 'cpu'),
         torch=torch.__version__,
         bf16_peak_flops=run.peak,
+        matmul_flops_per_s=run.matmul,
         warmup=warmup,
         repeats=repeats,
         isolate=isolate,
