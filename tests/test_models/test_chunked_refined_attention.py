@@ -2,6 +2,7 @@
 against the straightforward computation (``impl='reference'``)."""
 import pytest
 import torch
+from random_weights import randomise_
 
 from mmscalable.models import RefinerViT
 from mmscalable.models.families import FAMILIES
@@ -14,18 +15,7 @@ C, HEADS = 24, 4
 
 
 def randomise(module, seed=0):
-    """Random weights, biases and running statistics, so that a swapped or
-    missed tensor shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
-        for name, buf in module.named_buffers():
-            if name.endswith('running_mean'):
-                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
-            elif name.endswith('running_var'):
-                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
-    return module
+    return randomise_(module, seed, scale=0.3)
 
 
 def attention_chain(depth=4, **kwargs):

@@ -3,6 +3,7 @@ import contextlib
 
 import pytest
 import torch
+from random_weights import randomise_
 
 from mmscalable.models import (GroupMixAttention, GroupMixFormer,
                                InteractiveWindowAttention, RefinedAttention,
@@ -39,17 +40,7 @@ def fused_choice(request, monkeypatch):
 
 
 def _randomise(module, seed=0):
-    """Perturb every parameter and BatchNorm statistic, so that a swapped
-    or ignored tensor shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.2)
-        for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.normal_(0, 0.3, generator=gen)
-                m.running_var.uniform_(0.5, 1.5, generator=gen)
-    return module
+    return randomise_(module, seed, scale=0.2, mean_std=0.3)
 
 
 def _pair(fast, reference_kwargs):

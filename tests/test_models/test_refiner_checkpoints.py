@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 from official_checks import (assert_converted_logits,
-                             assert_key_rules_round_trip, randomise_)
+                             assert_key_rules_round_trip)
 from official_checks import tiny_classifier_cfg as tiny_classifier_cfg_of
+from random_weights import randomise_
 from reference.official_refiner import OfficialRefinerViT
 
 from mmscalable.models import RefinerViT
