@@ -73,12 +73,6 @@ def check_activation(activation: nn.Module, act_cfg: dict) -> None:
                          f'parameter-free; got {act_cfg}')
 
 
-def _proxy_depthwise_convs(attn: nn.Module) -> List[nn.Conv2d]:
-    return [
-        aggregate.depthwise_conv.conv for aggregate in attn.proxy_aggregators
-    ]
-
-
 def segment_kernels(attn: nn.Module,
                     packed: bool) -> Tuple[Optional[Tensor], Tensor]:
     """The kernels of the attended segments, token segment first: the
@@ -87,7 +81,7 @@ def segment_kernels(attn: nn.Module,
     and the pointwise ones as (groups, C_seg, C_seg) blocks (the identity
     for the token segment)."""
     seg = attn.segment_dims
-    depthwise = _proxy_depthwise_convs(attn)
+    depthwise = attn.proxy_depthwise_convs()
     dw_weight = None
     if packed:
         dw_weight = torch.cat([
@@ -142,7 +136,7 @@ def depthwise_with_op(attn: nn.Module, qkv: Tensor,
     view: (3B, C_att, H, W)."""
     seg = attn.segment_dims
     kernel_sizes = [1] + [
-        conv.kernel_size[0] for conv in _proxy_depthwise_convs(attn)
+        conv.kernel_size[0] for conv in attn.proxy_depthwise_convs()
     ]
     tokens = qkv[..., :len(kernel_sizes) * seg]
     return group_mix_dwconv(tokens, dw_weight.to(qkv.dtype), None,
@@ -159,7 +153,7 @@ def depthwise_per_group(attn: nn.Module, qkv: Tensor) -> Tensor:
     maps = maps.reshape(3 * B, (num_proxies + 1) * seg, H, W)
     return torch.cat([
         maps[:, :seg],
-        grouped_depthwise(maps[:, seg:], _proxy_depthwise_convs(attn),
+        grouped_depthwise(maps[:, seg:], attn.proxy_depthwise_convs(),
                           [seg] * num_proxies)
     ],
                      dim=1)

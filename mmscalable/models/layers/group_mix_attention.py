@@ -244,14 +244,18 @@ class GroupMixAttention(BaseModule):
         return self.fast_path(
             self, x, hw_shape, use_depthwise_op=backend == 'ext')
 
+    def proxy_depthwise_convs(self) -> List[nn.Conv2d]:
+        """The depthwise convs of the group proxies' aggregators."""
+        return [
+            aggregate.depthwise_conv.conv
+            for aggregate in self.proxy_aggregators
+        ]
+
     def depthwise_convs(self) -> List[nn.Conv2d]:
         """The depthwise convs of the group proxies and of the position
         encoding, which the fast path runs as one compiled op each where
         it can (backend ``'ext'``)."""
-        return [
-            aggregate.depthwise_conv.conv
-            for aggregate in self.proxy_aggregators
-        ] + list(self.crpe.convs)
+        return self.proxy_depthwise_convs() + list(self.crpe.convs)
 
     def _reference_segments(self, segments: Sequence[Tensor]) -> Tensor:
         """One module per segment, as the official code."""

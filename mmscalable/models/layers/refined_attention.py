@@ -319,7 +319,7 @@ class RefinedAttention(BaseModule):
     def _chunk_rows(self, x: Tensor) -> Optional[int]:
         """Query rows per chunk under ``memory_budget``; None: whole maps."""
         B, N, _ = x.shape
-        hidden = self.num_heads * self.expand_ratio
+        hidden = self.hidden_channels
         element_size = x.element_size()
         if (self.impl == 'reference'
                 or hidden * N * N * element_size <= self.memory_budget):
